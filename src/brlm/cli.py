@@ -1,0 +1,59 @@
+"""`brlm <verb> …`: the verb table. Each verb is a module in brlm.verbs with `main(argv)`.
+
+Imports are lazy so `brlm --help` stays fast. A BrlmError anywhere becomes one line on stderr
+and exit code 2; argparse errors (unknown flags) do the same.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module, one-line description). tests/test_cli.py keeps this in sync with brlm/verbs/.
+VERBS: dict[str, tuple[str, str]] = {
+    "run": ("brlm.verbs.run", "run a whole preset: data -> tokenizer -> train -> eval -> samples -> report"),
+    "data": ("brlm.verbs.data", "prepare a corpus: read, clean, deduplicate, split (data prepare)"),
+    "tokenizer": ("brlm.verbs.tokenizer", "train a SentencePiece tokenizer on a run's training split"),
+    "train": ("brlm.verbs.train", "tokenize into shards and train a model in a run folder"),
+    "eval": ("brlm.verbs.eval", "evaluate a run's checkpoint (eval intrinsic): loss, ppl, accuracy, bits/byte"),
+    "sample": ("brlm.verbs.sample", "generate text from a run's checkpoint"),
+    "report": ("brlm.verbs.report", "render report.md from a run folder"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, VERBS))
+    rows = "\n".join(f"  {v:<{width}}  {desc}" for v, (_, desc) in VERBS.items())
+    return (
+        "usage: brlm <verb> [options]\n\n"
+        "brlm: modelos de linguagem em português do Brasil no hardware que você tem.\n\n"
+        f"verbs:\n{rows}\n\n"
+        "Run `brlm <verb> --help` for a verb's options. Example: brlm run demo"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        import brlm
+
+        print(f"brlm {brlm.__version__}")
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"brlm: error: unknown verb '{verb}'; expected one of: {', '.join(VERBS)}", file=sys.stderr)
+        return 2
+    from brlm.errors import BrlmError
+
+    module = importlib.import_module(VERBS[verb][0])
+    try:
+        return int(module.main(rest) or 0)
+    except BrlmError as e:
+        print(f"brlm {verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"brlm {verb}: interrupted", file=sys.stderr)
+        return 130

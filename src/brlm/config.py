@@ -1,0 +1,361 @@
+"""Typed run configuration: dataclass defaults < preset YAML < preset scale < --set overrides.
+
+One dataclass per stage. Fields hold only strings, numbers and booleans, so a resolved config
+is plain YAML (`config.yaml` in every run folder) and `brlm run --config runs/x/config.yaml`
+repeats the run from that file alone. Unknown keys are errors that list the valid ones.
+
+    cfg = load_config(preset="demo", scale="tiny", overrides=["train.lr=3e-4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brlm.errors import ConfigError
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a help line (shown by `brlm run --list-keys`)."""
+    return field(default=default, metadata={"help": help})
+
+
+def _check(cond: bool, key: str, value: Any, expected: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("builtin:demo", "corpus: builtin:demo, a .jsonl/.jsonl.gz file, a .txt file or a folder of .txt files")
+    text_field: str = _f("text", "JSON field that holds the document text")
+    txt_mode: str = _f("blocks", "how a .txt file splits into documents: 'blocks' (blank-line separated) or 'lines'")
+    nfkc: bool = _f(True, "apply Unicode NFKC normalisation")
+    min_doc_chars: int = _f(200, "drop documents shorter than this after cleaning")
+    dedup: bool = _f(True, "drop exact duplicates (same cleaned text)")
+    val_fraction: float = _f(0.1, "share of documents in the validation split (by content hash)")
+    split_salt: str = _f("brlm", "salt of the content hash that assigns splits; changing it reshuffles the split")
+    max_docs: int = _f(0, "read at most this many documents (0 = all)")
+
+    def __post_init__(self) -> None:
+        _check(self.txt_mode in ("blocks", "lines"), "data.txt_mode", self.txt_mode, "'blocks' or 'lines'")
+        _check(self.min_doc_chars >= 1, "data.min_doc_chars", self.min_doc_chars, "an integer >= 1")
+        _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a number in (0, 1)")
+        _check(self.max_docs >= 0, "data.max_docs", self.max_docs, "an integer >= 0")
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = _f("spm", "tokenizer family: 'spm' (SentencePiece)")
+    model_type: str = _f("unigram", "SentencePiece algorithm: 'unigram' or 'bpe'")
+    vocab_size: int = _f(2000, "vocabulary size, including special and byte-fallback pieces")
+    byte_fallback: bool = _f(True, "encode unseen characters as UTF-8 byte pieces instead of <unk>")
+    character_coverage: float = _f(0.9995, "share of characters covered by the vocabulary (rest: byte fallback)")
+    input_sentence_size: int = _f(2_000_000, "maximum lines SentencePiece samples for training")
+
+    def __post_init__(self) -> None:
+        _check(self.kind == "spm", "tokenizer.kind", self.kind, "'spm'")
+        _check(self.model_type in ("unigram", "bpe"), "tokenizer.model_type", self.model_type, "'unigram' or 'bpe'")
+        # 256 byte pieces + 3 specials must fit when byte fallback is on.
+        low = 300 if self.byte_fallback else 16
+        _check(low <= self.vocab_size <= 1_000_000, "tokenizer.vocab_size", self.vocab_size, f"an integer in [{low}, 1000000]")
+        _check(0.9 <= self.character_coverage <= 1.0, "tokenizer.character_coverage", self.character_coverage, "a number in [0.9, 1]")
+        _check(self.input_sentence_size > 0, "tokenizer.input_sentence_size", self.input_sentence_size, "an integer > 0")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = _f("gpt", "architecture name in brlm.models.registry")
+    n_layer: int = _f(4, "number of Transformer blocks")
+    n_head: int = _f(4, "attention heads per block")
+    n_embd: int = _f(128, "embedding (residual stream) width")
+    block_size: int = _f(128, "context length in tokens")
+    dropout: float = _f(0.1, "dropout probability in training")
+    bias: bool = _f(True, "use biases in linear layers and LayerNorm")
+
+    def __post_init__(self) -> None:
+        for key in ("n_layer", "n_head", "n_embd", "block_size"):
+            value = getattr(self, key)
+            _check(isinstance(value, int) and value >= 1, f"model.{key}", value, "an integer >= 1")
+        _check(self.n_embd % self.n_head == 0, "model.n_embd", self.n_embd, f"a multiple of model.n_head={self.n_head}")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = _f(16, "windows per optimizer step")
+    max_steps: int = _f(500, "optimizer steps")
+    stride: int = _f(64, "step between consecutive training windows, in tokens (1 = every position)")
+    lr: float = _f(1e-3, "peak learning rate (AdamW)")
+    min_lr: float = _f(1e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = _f(50, "linear warmup steps")
+    weight_decay: float = _f(0.1, "AdamW weight decay (applied to matrices only)")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.95, "AdamW beta2")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)")
+    eval_interval: int = _f(50, "steps between validation-loss measurements")
+    eval_windows: int = _f(64, "validation windows used for the periodic validation loss")
+    log_interval: int = _f(10, "steps between progress lines")
+    seed: int = _f(1337, "seed for weights, data order and dropout")
+    device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    threads: int = _f(0, "CPU threads for PyTorch (0 = PyTorch's default)")
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "max_steps", "stride", "eval_interval", "eval_windows", "log_interval"):
+            value = getattr(self, key)
+            _check(isinstance(value, int) and value >= 1, f"train.{key}", value, "an integer >= 1")
+        _check(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        _check(0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr, f"a number in [0, train.lr={self.lr}]")
+        _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", (self.beta1, self.beta2), "numbers in [0, 1)")
+        _check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "a number >= 0")
+        _check(self.threads >= 0, "train.threads", self.threads, "an integer >= 0")
+        ok_device = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        _check(ok_device, "train.device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+@dataclass
+class EvalConfig:
+    stride: int = _f(0, "step between evaluation windows (0 = block_size, no overlap)")
+    max_windows: int = _f(512, "evaluate at most this many validation windows, evenly spread")
+    batch_size: int = _f(16, "windows per forward pass")
+
+    def __post_init__(self) -> None:
+        _check(self.stride >= 0, "eval.stride", self.stride, "an integer >= 0")
+        _check(self.max_windows >= 1, "eval.max_windows", self.max_windows, "an integer >= 1")
+        _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass
+class SampleConfig:
+    prompts: str = _f("builtin:prompts", "prompts: builtin:prompts or a text file with one prompt per line")
+    max_new_tokens: int = _f(60, "tokens generated per prompt")
+    temperature: float = _f(0.8, "softmax temperature (0 = greedy)")
+    top_k: int = _f(50, "keep the k most likely tokens (0 = off)")
+    top_p: float = _f(0.95, "keep the smallest set of tokens with this much probability (1 = off)")
+    seed: int = _f(1234, "sampling seed")
+    num_samples: int = _f(1, "samples per prompt (seeds seed, seed+1, ...)")
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens >= 1, "sample.max_new_tokens", self.max_new_tokens, "an integer >= 1")
+        _check(self.temperature >= 0, "sample.temperature", self.temperature, "a number >= 0")
+        _check(self.top_k >= 0, "sample.top_k", self.top_k, "an integer >= 0")
+        _check(0 < self.top_p <= 1, "sample.top_p", self.top_p, "a number in (0, 1]")
+        _check(self.num_samples >= 1, "sample.num_samples", self.num_samples, "an integer >= 1")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "tokenizer": TokenizerConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "sample": SampleConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    preset: str = "custom"
+    scale: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def section_hash(self, *names: str) -> str:
+        """Content hash of some sections: the cache key of the stages that read only those."""
+        blob = json.dumps({n: dataclasses.asdict(getattr(self, n)) for n in names}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Building configs from dictionaries, presets and overrides
+
+def valid_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check and convert one value to its field's type (YAML gives us ints for floats, etc.)."""
+    name = typ if isinstance(typ, str) else typ.__name__
+    if isinstance(value, str) and name in ("int", "float"):
+        # YAML 1.1 reads '3e-4' (no dot) as a string; accept any number Python can parse.
+        try:
+            value = int(value) if name == "int" else float(value)
+        except ValueError:
+            pass
+    if name == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r}: expected true or false")
+    if name == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}={value!r}: expected an integer")
+    if name == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}={value!r}: expected a number")
+    if name == "str":
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}={value!r}: expected a string")
+        return str(value)
+    raise AssertionError(f"unsupported field type {typ!r} for {key}")
+
+
+def _section_from_dict(section: str, values: dict[str, Any], origin: str) -> Any:
+    cls = SECTIONS[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            valid = ", ".join(f"{section}.{k}" for k in fields)
+            raise ConfigError(f"{origin}: unknown key '{section}.{key}'; valid keys: {valid}")
+        kwargs[key] = _coerce(f"{section}.{key}", value, fields[key].type)
+    return cls(**kwargs)
+
+
+def config_from_dict(d: dict[str, Any], origin: str = "config") -> RunConfig:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(d).__name__}")
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        if key in ("preset", "scale"):
+            kwargs[key] = str(value)
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: section '{key}' must be a mapping, got {type(value).__name__}")
+            kwargs[key] = _section_from_dict(key, value, origin)
+        else:
+            raise ConfigError(f"{origin}: unknown section '{key}'; valid: preset, scale, {', '.join(SECTIONS)}")
+    return RunConfig(**kwargs)
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'train.lr=3e-4' -> ('train', 'lr', '3e-4' parsed as YAML, i.e. 0.0003)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        raise ConfigError(f"--set {text!r}: unknown key '{key}'; valid keys: {', '.join(valid_keys())}")
+    section, name = parts
+    names = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+    if name not in names:
+        raise ConfigError(f"--set {text!r}: unknown key '{key}'; valid keys: {', '.join(f'{section}.{n}' for n in names)}")
+    typ = names[name].type
+    # Strings stay verbatim (YAML would turn 'yes' into True); other types parse as YAML scalars.
+    if (typ if isinstance(typ, str) else typ.__name__) == "str":
+        return section, name, raw
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return section, name, value
+
+
+def list_presets() -> list[str]:
+    root = resources.files("brlm") / "presets"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    path = resources.files("brlm") / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset '{name}' does not exist; available: {', '.join(list_presets())}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "config" not in data:
+        raise ConfigError(f"preset file {name}.yaml: expected keys 'config' and optionally 'scales'")
+    return data
+
+
+def preset_sections(name: str, scale: str | None) -> tuple[dict[str, Any], str]:
+    """The preset's config dict with its scale applied, and the scale used."""
+    data = read_preset(name)
+    scales = data.get("scales") or {}
+    scale = scale or data.get("default_scale") or "default"
+    if scale != "default" and scale not in scales:
+        raise ConfigError(f"--scale {scale!r}: preset '{name}' has scales {', '.join(sorted(scales)) or '(none)'}")
+    merged = _deep_merge(data["config"] or {}, scales.get(scale) or {})
+    return merged, scale
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--config {p}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {p}: cannot read ({e.__class__.__name__}: {e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else "parse error"
+        raise ConfigError(f"--config {p}: not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {p}: expected a mapping of sections")
+    return data
+
+
+def load_config(
+    preset: str | None = None,
+    scale: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """Resolve a config: defaults < preset (< its scale) or a config file < --set overrides."""
+    if config_file is not None:
+        base = read_config_file(config_file)
+        origin = f"--config {config_file}"
+        # A config file may also name a preset; the file's own sections take precedence.
+        if scale is not None:
+            base["scale"] = scale
+    elif preset is not None:
+        sections, used_scale = preset_sections(preset, scale)
+        base = {"preset": preset, "scale": used_scale, **sections}
+        origin = f"preset {preset} (scale {used_scale})"
+    else:
+        base, origin = {}, "defaults"
+    merged: dict[str, Any] = dict(base)
+    for text in overrides or []:
+        section, name, value = parse_override(text)
+        merged.setdefault(section, {})
+        merged[section] = {**merged[section], name: value}
+        origin = f"{origin} + --set"
+    return config_from_dict(merged, origin)
+
+
+def field_help() -> list[tuple[str, str, Any]]:
+    """(key, help, default) for every config key, for `--list-keys`."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{section}.{f.name}", f.metadata.get("help", ""), f.default))
+    return rows

@@ -1,0 +1,1 @@
+"""Corpus stages: read sources, clean, deduplicate, split, tokenize into shards, load windows."""

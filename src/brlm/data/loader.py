@@ -1,0 +1,95 @@
+"""Windows over a token array and the seeded, resumable order in which training visits them.
+
+A window is `block_size + 1` consecutive tokens starting every `stride` tokens; it is a view into
+the memory-mapped shard, never a copy, so stride 1 costs no more memory than stride 256 (the
+seeds' stride-1 NumPy windows took 18 GB).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from brlm.errors import DataError
+
+
+class Windows:
+    def __init__(self, tokens: np.ndarray, block_size: int, stride: int, name: str = "data"):
+        n = len(tokens)
+        if n < block_size + 1:
+            raise DataError(
+                f"model.block_size={block_size} is larger than the {name} data allows: it has {n} tokens and a "
+                f"window needs {block_size + 1}; lower model.block_size or add data"
+            )
+        if stride < 1:
+            raise DataError(f"stride={stride}: expected an integer >= 1")
+        self.tokens = tokens
+        self.block_size = block_size
+        self.stride = stride
+        self.n_windows = (n - block_size - 1) // stride + 1
+
+    def __len__(self) -> int:
+        return self.n_windows
+
+    def window(self, i: int) -> np.ndarray:
+        start = int(i) * self.stride
+        return self.tokens[start : start + self.block_size + 1]
+
+    def batch(self, indices: np.ndarray, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) int64 tensors of shape (B, T): y is x shifted by one token."""
+        rows = np.stack([self.window(i) for i in indices]).astype(np.int64)  # (B, T+1), copies only B windows
+        t = torch.from_numpy(rows)
+        if torch.device(device).type == "cuda":
+            t = t.pin_memory().to(device, non_blocking=True)
+        return t[:, :-1], t[:, 1:]
+
+
+def fixed_indices(n_windows: int, k: int) -> np.ndarray:
+    """k window indices spread evenly over [0, n_windows): the same set on every run."""
+    if k >= n_windows:
+        return np.arange(n_windows, dtype=np.int64)
+    return np.unique(np.linspace(0, n_windows - 1, k).round().astype(np.int64))
+
+
+class ShuffledBatches:
+    """Batches of window indices, reshuffled each epoch by a generator seeded with (seed, epoch).
+
+    The position (epoch, pos) is all the state there is, so a loader restored from
+    `state_dict()` continues with exactly the batches an unbroken run would have drawn.
+    """
+
+    def __init__(self, n_windows: int, batch_size: int, seed: int, epoch: int = 0, pos: int = 0):
+        self.n_windows = n_windows
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = epoch
+        self.pos = pos
+        self._perm = self._permutation(epoch)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+
+    def next_indices(self) -> np.ndarray:
+        out = []
+        need = self.batch_size
+        while need > 0:
+            if self.pos >= self.n_windows:
+                self.epoch += 1
+                self.pos = 0
+                self._perm = self._permutation(self.epoch)
+            take = self._perm[self.pos : self.pos + need]
+            out.append(take)
+            self.pos += len(take)
+            need -= len(take)
+        return np.concatenate(out)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = state["seed"]
+        self.epoch = state["epoch"]
+        self.pos = state["pos"]
+        self._perm = self._permutation(self.epoch)

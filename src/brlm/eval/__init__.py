@@ -1,0 +1,1 @@
+"""Evaluation: intrinsic metrics on fixed windows (loss, perplexity, accuracy, bits per byte)."""

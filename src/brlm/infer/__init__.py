@@ -1,0 +1,1 @@
+"""Inference: sampling filters and autoregressive generation."""

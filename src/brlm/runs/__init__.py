@@ -1,0 +1,1 @@
+"""Run folders: artifacts and manifests, run records, metric logging, reports."""

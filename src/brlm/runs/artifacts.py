@@ -1,0 +1,87 @@
+"""Atomic file writes, content hashes and stage manifests.
+
+Stages talk through files. Every file is written to a temporary name in the same folder and
+renamed into place, so a crash never leaves a half-written file that looks whole. A stage
+writes `manifest.json` last; its `key` hashes the stage's config and inputs, and a stage whose
+key did not change is not redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success rename it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def stage_key(**parts: Any) -> str:
+    """Hash of everything a stage's output depends on (config dicts, input hashes, versions)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any] | None:
+    p = Path(folder) / "manifest.json"
+    if not p.is_file():
+        return None
+    try:
+        return read_json(p)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_fresh(folder: str | Path, key: str) -> bool:
+    """True when the stage in `folder` finished with this key and its files are all there."""
+    m = read_manifest(folder)
+    if not m or m.get("key") != key:
+        return False
+    return all((Path(folder) / name).is_file() for name in m.get("files", []))
+
+
+def write_manifest(folder: str | Path, stage: str, key: str, files: list[str], **info: Any) -> dict[str, Any]:
+    m = {"stage": stage, "key": key, "files": files, **info}
+    write_json(Path(folder) / "manifest.json", m)
+    return m

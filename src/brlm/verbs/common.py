@@ -1,0 +1,71 @@
+"""Argument parsing shared by the verbs: one-line errors, config flags, run folders."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from brlm.config import RunConfig, field_help, list_presets, load_config
+from brlm.errors import BrlmError
+from brlm.runs.registry import RunPaths
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def parser(verb: str, description: str) -> ArgumentParser:
+    return ArgumentParser(prog=f"brlm {verb}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_config_args(p: argparse.ArgumentParser, preset_flag: bool = True) -> None:
+    g = p.add_argument_group("configuration (defaults < preset < --set)")
+    if preset_flag:
+        g.add_argument("--preset", help=f"preset name ({', '.join(list_presets())})")
+    g.add_argument("--scale", help="preset scale, e.g. tiny (seconds) or small (minutes)")
+    g.add_argument("--config", help="a resolved config.yaml (e.g. from an earlier run folder)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value; repeatable (see --list-keys)")
+    g.add_argument("--list-keys", action="store_true", help="list every config key with its default and exit")
+
+
+def add_run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", help="run folder (default: runs/<preset>)")
+
+
+def maybe_list_keys(args: argparse.Namespace) -> bool:
+    if not getattr(args, "list_keys", False):
+        return False
+    for key, help_, default in field_help():
+        print(f"{key:<32} {default!r:<18} {help_}")
+    return True
+
+
+def resolve_config(args: argparse.Namespace, run_dir: Path | None = None, extra: list[str] | None = None) -> RunConfig:
+    """Preset or --config if given; else the run folder's config.yaml; else the demo preset."""
+    overrides = list(getattr(args, "overrides", []) or []) + list(extra or [])
+    preset = getattr(args, "preset", None)
+    if getattr(args, "config", None):
+        return load_config(config_file=args.config, scale=None, overrides=overrides)
+    if preset:
+        return load_config(preset=preset, scale=getattr(args, "scale", None), overrides=overrides)
+    if run_dir is not None and (run_dir / "config.yaml").is_file():
+        return load_config(config_file=run_dir / "config.yaml", overrides=overrides)
+    return load_config(preset="demo", scale=getattr(args, "scale", None), overrides=overrides)
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    return Path("runs") / cfg.preset
+
+
+def existing_run(path: str) -> RunPaths:
+    p = Path(path)
+    if not p.is_dir():
+        raise BrlmError(f"{p}: run folder not found")
+    return RunPaths(p)
