@@ -10,7 +10,7 @@ from brlm.cli import VERBS, main
 def test_verb_table_matches_modules():
     modules = {m.name for m in pkgutil.iter_modules(brlm.verbs.__path__)} - {"common"}
     assert modules == set(VERBS)
-    for verb, (module, desc) in VERBS.items():
+    for module, desc in VERBS.values():
         mod = importlib.import_module(module)
         assert callable(mod.main) and desc
 

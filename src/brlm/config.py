@@ -72,20 +72,49 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = _f("gpt", "architecture name in brlm.models.registry")
-    n_layer: int = _f(4, "number of Transformer blocks")
-    n_head: int = _f(4, "attention heads per block")
+    arch: str = _f("gpt", "architecture name in brlm.models.registry: gpt, llama, moe, rnn")
+    n_layer: int = _f(4, "number of Transformer blocks (rnn: recurrent layers)")
+    n_head: int = _f(4, "attention (query) heads per block")
+    n_kv_head: int = _f(0, "key/value heads for grouped-query attention (0 = n_head, i.e. plain multi-head)")
     n_embd: int = _f(128, "embedding (residual stream) width")
     block_size: int = _f(128, "context length in tokens")
     dropout: float = _f(0.1, "dropout probability in training")
-    bias: bool = _f(True, "use biases in linear layers and LayerNorm")
+    bias: bool = _f(True, "use biases in linear layers and LayerNorm (gpt)")
+    mlp_hidden: int = _f(0, "hidden width of the MLP / SwiGLU (0 = 4*n_embd for gpt, a multiple of 64 near 8/3*n_embd for llama)")
+    tie_embeddings: bool = _f(True, "share the input embedding and the output head")
+    rope_base: float = _f(10000.0, "RoPE base frequency (llama, moe)")
+    qk_norm: bool = _f(False, "RMS-normalise queries and keys per head before attention (llama, moe)")
+    norm_eps: float = _f(1e-5, "epsilon of LayerNorm / RMSNorm")
+    n_expert: int = _f(4, "experts in each MoE FFN (moe)")
+    expert_top_k: int = _f(2, "experts each token is routed to (moe)")
+    expert_hidden: int = _f(0, "hidden width of each expert (0 = mlp_hidden rule) (moe)")
+    aux_loss_coef: float = _f(0.01, "weight of the MoE load-balancing loss (moe)")
+    z_loss_coef: float = _f(0.001, "weight of the MoE router z-loss (moe)")
+    rnn_cell: str = _f("lstm", "recurrent cell: 'lstm' or 'gru' (rnn)")
+    rnn_hidden: int = _f(256, "hidden size of each recurrent layer (rnn)")
+    rnn_layernorm: bool = _f(False, "LayerNorm between recurrent layers (rnn)")
 
     def __post_init__(self) -> None:
-        for key in ("n_layer", "n_head", "n_embd", "block_size"):
+        for key in ("n_layer", "n_head", "n_embd", "block_size", "n_expert", "expert_top_k", "rnn_hidden"):
             value = getattr(self, key)
             _check(isinstance(value, int) and value >= 1, f"model.{key}", value, "an integer >= 1")
+        for key in ("n_kv_head", "mlp_hidden", "expert_hidden"):
+            _check(getattr(self, key) >= 0, f"model.{key}", getattr(self, key), "an integer >= 0")
         _check(self.n_embd % self.n_head == 0, "model.n_embd", self.n_embd, f"a multiple of model.n_head={self.n_head}")
+        kv = self.n_kv_head or self.n_head
+        _check(self.n_head % kv == 0, "model.n_kv_head", self.n_kv_head, f"a divisor of model.n_head={self.n_head}")
+        _check(self.expert_top_k <= self.n_expert, "model.expert_top_k", self.expert_top_k, f"at most model.n_expert={self.n_expert}")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
+        _check(self.rope_base > 0, "model.rope_base", self.rope_base, "a number > 0")
+        _check(self.rnn_cell in ("lstm", "gru"), "model.rnn_cell", self.rnn_cell, "'lstm' or 'gru'")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
 
 
 @dataclass
