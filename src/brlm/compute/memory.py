@@ -1,0 +1,324 @@
+"""Memory needed to train (or run) a model: the seeds' arithmetic, then the terms they left out.
+
+    from brlm.compute.memory import resolve_model, estimate_memory
+    est = estimate_memory(resolve_model("llama-3.1-8b"), method="lora", dtype="bf16", lora_rank=64)
+    est.total_gb, est.terms, est.assumptions
+
+Units: bytes, reported in decimal GB (1 GB = 10⁹ bytes), as the seeds write them (7·10⁹ × 4 B = 28 GB).
+
+Terms (each can be left out with `terms=`; `SEEDS_TERMS` are the ones the seeds counted):
+
+* `weights`      N × bytes(dtype); QLoRA: the quantised linear weights at 4 bits (NF4, 0.5 B/param),
+                 embeddings / head / norms in bf16 (seeds: all N at 0.5 B).
+* `quant_constants` NF4 keeps one fp32 absmax per block of 64 weights (0.5 bit/param); double
+                 quantisation stores those as 8-bit with one fp32 constant per 256 blocks
+                 (8/64 + 32/(64·256) = 0.127 bit/param) — Dettmers et al. 2023, §3.
+* `adapters`     LoRA parameters r·(d_in + d_out) per target matrix (Hu et al. 2021), in fp32.
+* `grads`        one per trainable parameter, in the dtype of that parameter.
+* `optimizer`    per trainable parameter: AdamW 8 B (two fp32 moments), 8-bit Adam 2 B, SGD 0 B,
+                 SGD with momentum 4 B.
+* `activations`  tensors saved for backward, per token per layer, counted from the layer's code
+                 (Korthikanti et al. 2022, "Reducing Activation Recomputation", §4, for a GPT layer
+                 34·s·b·h bytes at 16 bit = 16 saved elements of width d + 2 dropout-mask bytes); plus
+                 the logits and their log-softmax in fp32 (3·V per token at the loss). Attention
+                 through fused SDPA / flash kernels saves no T×T matrix; `attention_impl="math"`
+                 adds it. Gradient checkpointing keeps only each layer's input and recomputes one
+                 layer at a time.
+* `kv_cache`     generation only: 2 · n_layer · n_kv_head · head_dim · T · batch × bytes(dtype).
+* `runtime`      CUDA context, cuBLAS workspace and allocator slack: assumed 0.5 GB on a GPU
+                 (0 on CPU, where the Python + torch process is measured separately).
+* `overhead`     a flat figure the user (or the seeds, 8 GB for 70B QLoRA) adds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from brlm.compute.flops import expert_hidden_size, mlp_hidden_size, param_counts
+from brlm.config import ModelConfig
+from brlm.errors import BrlmError
+
+GB = 1e9
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+OPTIMIZER_BYTES = {"adamw": 8, "adam8bit": 2, "sgd": 0, "sgd-momentum": 4, "none": 0}
+METHODS = ("full", "lora", "qlora", "inference")
+ALL_TERMS = ("weights", "quant_constants", "adapters", "grads", "optimizer", "activations", "kv_cache", "runtime")
+SEEDS_TERMS = ("weights", "adapters", "grads", "optimizer")
+CUDA_RUNTIME_GB = 0.5
+NF4_BYTES = 0.5
+NF4_CONST_BYTES = {False: 32 / 64 / 8, True: (8 / 64 + 32 / (64 * 256)) / 8}  # per quantised param
+
+# Published architectures (config.json of each Hugging Face repo).
+KNOWN: dict[str, tuple[dict[str, Any], int]] = {
+    "llama-2-7b": (dict(n_layer=32, n_head=32, n_embd=4096, mlp_hidden=11008, block_size=4096), 32000),
+    "llama-2-13b": (dict(n_layer=40, n_head=40, n_embd=5120, mlp_hidden=13824, block_size=4096), 32000),
+    "llama-2-70b": (dict(n_layer=80, n_head=64, n_kv_head=8, n_embd=8192, mlp_hidden=28672, block_size=4096), 32000),
+    "llama-3.1-8b": (dict(n_layer=32, n_head=32, n_kv_head=8, n_embd=4096, mlp_hidden=14336, block_size=8192), 128256),
+    "llama-3.1-70b": (dict(n_layer=80, n_head=64, n_kv_head=8, n_embd=8192, mlp_hidden=28672, block_size=8192), 128256),
+    "llama-3.2-1b": (dict(n_layer=16, n_head=32, n_kv_head=8, n_embd=2048, mlp_hidden=8192, block_size=8192, tie_embeddings=True), 128256),
+    "llama-3.2-3b": (dict(n_layer=28, n_head=24, n_kv_head=8, n_embd=3072, mlp_hidden=8192, block_size=8192, tie_embeddings=True), 128256),
+    "mistral-7b": (dict(n_layer=32, n_head=32, n_kv_head=8, n_embd=4096, mlp_hidden=14336, block_size=8192), 32000),
+}
+GPT2 = {"gpt2": (dict(n_layer=12, n_head=12, n_embd=768, block_size=1024), 50257)}
+
+
+@dataclass
+class ModelSpec:
+    """A model to estimate: an architecture (config + vocabulary) or only a parameter count."""
+
+    name: str
+    n_params: int
+    cfg: ModelConfig | None = None
+    vocab_size: int = 0
+
+
+def parse_size(text: str) -> int:
+    """'7b' / '70B' / '125m' / '8e9' / '8000000000' -> parameter count."""
+    m = re.fullmatch(r"\s*(-?[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmbt]?)\s*", text.lower())
+    if not m:
+        raise BrlmError(f"model {text!r}: expected a size (7b, 125m, 8e9), a known architecture ({', '.join(KNOWN)}) or a brlm preset")
+    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2)]
+    if value <= 0:
+        raise BrlmError(f"model {text!r}: the size must be > 0")
+    return int(round(value))
+
+
+def spec_from_config(name: str, cfg: ModelConfig, vocab_size: int) -> ModelSpec:
+    return ModelSpec(name, param_counts(cfg, vocab_size)["total"], cfg, vocab_size)
+
+
+def resolve_model(text: str) -> ModelSpec:
+    """A known architecture name, a brlm preset (`demo`, `demo:tiny`) or a size (`7b`)."""
+    key = text.strip().lower()
+    table = {**KNOWN, **GPT2}
+    if key in table:
+        fields, vocab = table[key]
+        arch = "gpt" if key == "gpt2" else "llama"
+        defaults = {} if arch == "gpt" else {"bias": False, "tie_embeddings": False}
+        return spec_from_config(key, ModelConfig(arch=arch, dropout=0.0, **{**defaults, **fields}), vocab)
+    from brlm.config import list_presets, load_config
+
+    preset, _, scale = key.partition(":")
+    if preset in list_presets():
+        cfg = load_config(preset=preset, scale=scale or None)
+        return spec_from_config(f"{preset}:{cfg.scale}", cfg.model, cfg.tokenizer.vocab_size)
+    return ModelSpec(text.strip(), parse_size(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA
+
+LORA_TARGET_SETS = {"qv": "q,v", "attn": "q,k,v,o", "all": "q,k,v,o,gate,up,down"}
+
+
+def lora_params(d_in: int, d_out: int, rank: int) -> int:
+    """Trainable parameters of one LoRA pair B (d_out×r) · A (r×d_in): r·(d_in + d_out)."""
+    return rank * (d_in + d_out)
+
+
+def lora_target_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int, int]]:
+    """target -> (d_in, d_out, matrices per layer) for the linear layers LoRA can wrap."""
+    d = cfg.n_embd
+    kvd = cfg.kv_heads * cfg.head_dim
+    if cfg.arch == "gpt":
+        h = mlp_hidden_size(cfg)
+        # GPT-2 fuses q, k, v into one c_attn; LoRA on it counts as q, k and v together.
+        return {"q": (d, d, 1), "k": (d, d, 1), "v": (d, d, 1), "o": (d, d, 1), "up": (d, h, 1), "down": (h, d, 1)}
+    if cfg.arch == "moe":
+        eh = expert_hidden_size(cfg)
+        return {"q": (d, d, 1), "k": (d, kvd, 1), "v": (d, kvd, 1), "o": (d, d, 1),
+                "gate": (d, eh, cfg.n_expert), "up": (d, eh, cfg.n_expert), "down": (eh, d, cfg.n_expert)}
+    if cfg.arch == "llama":
+        h = mlp_hidden_size(cfg)
+        return {"q": (d, d, 1), "k": (d, kvd, 1), "v": (d, kvd, 1), "o": (d, d, 1), "gate": (d, h, 1), "up": (d, h, 1), "down": (h, d, 1)}
+    raise BrlmError(f"model.arch={cfg.arch!r}: LoRA targets are defined for gpt, llama and moe")
+
+
+def parse_targets(targets: str) -> list[str]:
+    names = [t.strip() for t in LORA_TARGET_SETS.get(targets, targets).split(",") if t.strip()]
+    valid = {"q", "k", "v", "o", "gate", "up", "down"}
+    bad = [t for t in names if t not in valid]
+    if bad or not names:
+        raise BrlmError(f"--lora-targets {targets!r}: expected a comma list of {', '.join(sorted(valid))} or one of {', '.join(LORA_TARGET_SETS)}")
+    return names
+
+
+def lora_trainable_params(cfg: ModelConfig, rank: int, targets: str = "qv") -> int:
+    shapes = lora_target_shapes(cfg)
+    total = 0
+    for t in parse_targets(targets):
+        if t in shapes:
+            d_in, d_out, n = shapes[t]
+            total += n * lora_params(d_in, d_out, rank)
+    return cfg.n_layer * total
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations
+
+
+def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int, attention_impl: str = "flash") -> dict[str, float]:
+    """Saved-for-backward elements per token: per layer (all layers), head, and mask bytes."""
+    d, L = cfg.n_embd, cfg.n_layer
+    masks = 0.0
+    if cfg.arch == "rnn":
+        h = cfg.rnn_hidden
+        gates = 4 if cfg.rnn_cell == "lstm" else 3
+        per_layer = (gates + 3) * h  # gate pre-activations, h, c and the layer input
+        return {"layer": float(per_layer), "layers": float(L * per_layer), "head": 3.0 * vocab_size + d, "mask_bytes": 0.0}
+    kvd = cfg.kv_heads * cfg.head_dim
+    attn = d + d + 2 * kvd + d  # norm input, norm output (= q/k/v input), k, v, attention output
+    if cfg.arch == "gpt":
+        ffn = d + d + 2 * mlp_hidden_size(cfg)  # norm input/output, c_fc output (GELU input), GELU output
+    elif cfg.arch == "llama":
+        ffn = d + d + 4 * mlp_hidden_size(cfg)  # norm in/out, gate out, silu out, up out, product
+    else:
+        ffn = d + d + cfg.expert_top_k * 4 * expert_hidden_size(cfg) + 2 * cfg.n_expert  # + router logits/probs
+    per_layer = float(attn + d + ffn)  # + q, which `attn` above shares with the norm output
+    if attention_impl == "math":
+        per_layer += 2 * cfg.n_head * seq_len  # softmax output and its dropout, T keys per query
+        masks += L * cfg.n_head * seq_len if cfg.dropout > 0 else 0
+    if cfg.dropout > 0:
+        masks += L * 2 * d + d  # attention and MLP residual dropout masks, embedding dropout (1 B each)
+    head = 3.0 * vocab_size + 2 * d  # logits, log-softmax, their gradient (fp32); final norm in/out
+    return {"layer": per_layer, "layers": L * per_layer, "head": head, "mask_bytes": masks}
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimate
+
+
+@dataclass
+class MemoryEstimate:
+    model: str
+    method: str
+    n_params: int
+    trainable_params: int
+    terms: dict[str, float]  # bytes
+    settings: dict[str, Any]
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> float:
+        return sum(self.terms.values())
+
+    @property
+    def total_gb(self) -> float:
+        return self.total_bytes / GB
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["terms_gb"] = {k: v / GB for k, v in self.terms.items()}
+        d["total_gb"] = self.total_gb
+        return d
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise BrlmError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+
+
+def estimate_memory(
+    model: ModelSpec,
+    method: str = "full",
+    dtype: str = "fp32",
+    optimizer: str = "adamw",
+    lora_rank: int = 8,
+    lora_targets: str = "qv",
+    lora_params_override: int | None = None,
+    double_quant: bool = True,
+    seq_len: int | None = None,
+    micro_batch: int = 1,
+    checkpointing: bool = False,
+    attention_impl: str = "flash",
+    device: str = "cuda",
+    terms: tuple[str, ...] = ALL_TERMS,
+    overhead_gb: float = 0.0,
+) -> MemoryEstimate:
+    _check_choice("--method", method, METHODS)
+    _check_choice("--dtype", dtype, tuple(DTYPE_BYTES))
+    _check_choice("--optimizer", optimizer, tuple(OPTIMIZER_BYTES))
+    _check_choice("--attention", attention_impl, ("flash", "math"))
+    for name, value in (("--lora-rank", lora_rank), ("--micro-batch", micro_batch)):
+        if value < 1:
+            raise BrlmError(f"{name}={value}: expected an integer >= 1")
+    if overhead_gb < 0:
+        raise BrlmError(f"--overhead-gb={overhead_gb}: expected a number >= 0")
+    cfg, N = model.cfg, model.n_params
+    T = seq_len or (cfg.block_size if cfg else 2048)
+    if T < 1:
+        raise BrlmError(f"--seq-len={T}: expected an integer >= 1")
+    bpp = DTYPE_BYTES[dtype]
+    notes: list[str] = ["1 GB = 1e9 bytes"]
+    out: dict[str, float] = dict.fromkeys(ALL_TERMS, 0.0)
+
+    # Trainable parameters and weights.
+    adapters = 0
+    if method in ("lora", "qlora"):
+        if lora_params_override is not None:
+            adapters = int(lora_params_override)
+        elif cfg is not None:
+            adapters = lora_trainable_params(cfg, lora_rank, lora_targets)
+        else:
+            raise BrlmError(f"model {model.name!r}: LoRA parameters need an architecture (a known name or a preset) or --lora-params")
+    trainable = N if method == "full" else adapters if method in ("lora", "qlora") else 0
+
+    if method == "qlora":
+        if cfg is not None:
+            # bitsandbytes quantises the Linear layers of the blocks; embeddings, head and norms stay bf16.
+            p = param_counts(cfg, model.vocab_size)
+            kept = p["embedding"] + (0 if cfg.tie_embeddings else model.vocab_size * cfg.n_embd)
+            kept += cfg.n_layer * 2 * cfg.n_embd + cfg.n_embd
+            quantised = N - kept
+            notes.append("QLoRA: linear layers of the blocks in NF4; embeddings, LM head and norms in bf16")
+        else:
+            quantised, kept = N, 0
+            notes.append("QLoRA without an architecture: all parameters at 4 bits (the seeds' arithmetic)")
+        out["weights"] = quantised * NF4_BYTES + kept * 2
+        out["quant_constants"] = quantised * NF4_CONST_BYTES[double_quant]
+    else:
+        out["weights"] = N * bpp
+    if method in ("lora", "qlora"):
+        out["adapters"] = adapters * 4
+        notes.append("LoRA adapters, their gradients and optimizer states in fp32")
+    grad_bytes = bpp if method == "full" else 4
+    out["grads"] = trainable * grad_bytes
+    out["optimizer"] = trainable * OPTIMIZER_BYTES[optimizer]
+
+    # Activations and the KV cache need an architecture.
+    act_bytes = bpp if method == "full" else (2 if dtype == "fp32" and method == "qlora" else bpp)
+    if cfg is not None and method != "inference":
+        a = activation_elements_per_token(cfg, model.vocab_size, T, attention_impl)
+        tokens = micro_batch * T
+        if checkpointing:
+            layers = cfg.n_layer * cfg.n_embd + a["layer"]  # each layer's input + one layer recomputed
+            notes.append("gradient checkpointing: each layer's input kept, one layer recomputed at a time")
+        else:
+            layers = a["layers"]
+        out["activations"] = tokens * (layers * act_bytes + a["head"] * 4 + a["mask_bytes"])
+        notes.append(f"activations for micro-batch {micro_batch} × {T} tokens, {attention_impl} attention, in {act_bytes} B/element; logits in fp32")
+    elif method != "inference":
+        notes.append("activations not counted: give an architecture (known name or preset) for them")
+    if method == "inference":
+        if cfg is None:
+            raise BrlmError(f"model {model.name!r}: the KV cache needs an architecture (a known name or a preset)")
+        out["kv_cache"] = 2 * cfg.n_layer * cfg.kv_heads * cfg.head_dim * T * micro_batch * bpp
+        out["activations"] = micro_batch * (model.vocab_size * 4 + 4 * cfg.n_embd * bpp)  # one step's logits
+        notes.append(f"KV cache for {micro_batch} sequence(s) of {T} tokens in {dtype}")
+    if device == "cuda":
+        out["runtime"] = CUDA_RUNTIME_GB * GB
+        notes.append(f"CUDA context + cuBLAS workspace + allocator slack assumed {CUDA_RUNTIME_GB} GB")
+
+    kept_terms = {k: v for k, v in out.items() if k in terms}
+    if overhead_gb:
+        kept_terms["overhead"] = overhead_gb * GB
+    settings = dict(method=method, dtype=dtype, optimizer=optimizer, seq_len=T, micro_batch=micro_batch,
+                    checkpointing=checkpointing, attention_impl=attention_impl, device=device)
+    if method in ("lora", "qlora"):
+        settings.update(lora_rank=lora_rank, lora_targets=lora_targets)
+    if method == "qlora":
+        settings["double_quant"] = double_quant
+    return MemoryEstimate(model.name, method, N, trainable, kept_terms, settings, notes)

@@ -1,0 +1,95 @@
+"""Memory estimates: the seeds' worked figures reproduced term by term, then the fuller estimate."""
+
+from __future__ import annotations
+
+import pytest
+
+from brlm.compute.memory import (
+    GB,
+    SEEDS_TERMS,
+    estimate_memory,
+    lora_params,
+    lora_trainable_params,
+    parse_size,
+    resolve_model,
+)
+from brlm.errors import BrlmError
+
+
+def test_seeds_7b_full_finetune_fp32_adam_is_112_gb():
+    est = estimate_memory(resolve_model("7b"), method="full", dtype="fp32", optimizer="adamw", terms=SEEDS_TERMS)
+    gb = {k: v / GB for k, v in est.terms.items() if v}
+    assert gb == {"weights": 28.0, "grads": 28.0, "optimizer": 56.0}
+    assert est.total_gb == 112.0
+    assert est.total_gb - 24 == 88.0  # the seeds' deficit on a 24 GB card
+
+
+def test_seeds_8b_lora_r64_is_16_3_gb():
+    # Seeds: base 8e9 × 2 B (fp16) = 16 GB; ≈16e6 LoRA params × 4 B = 64 MB; grads 64 MB; Adam 128 MB.
+    est = estimate_memory(resolve_model("8b"), method="lora", dtype="fp16", lora_params_override=16_000_000, terms=SEEDS_TERMS)
+    assert est.terms["weights"] == 16e9
+    assert est.terms["adapters"] == est.terms["grads"] == 64e6
+    assert est.terms["optimizer"] == 128e6
+    assert round(est.total_gb, 1) == 16.3
+
+
+def test_seeds_70b_qlora_is_43_4_gb():
+    # Seeds: 70e9 × 0.5 B = 35 GB; adapters 200 MB; grads 200 MB; overhead 8 GB (no optimizer term).
+    est = estimate_memory(resolve_model("70b"), method="qlora", lora_params_override=50_000_000,
+                          terms=("weights", "adapters", "grads"), overhead_gb=8)
+    assert est.terms["weights"] == 35e9
+    assert est.terms["adapters"] == est.terms["grads"] == 200e6
+    assert est.total_gb == pytest.approx(43.4)
+
+
+def test_seeds_lora_parameter_count():
+    assert lora_params(4096, 4096, 8) == 65_536
+    assert 4096 * 4096 == 16_777_216  # ≈ 16.8 M for the full update
+    assert 4096 * 4096 // lora_params(4096, 4096, 8) == 256
+
+
+def test_known_architectures_have_published_sizes():
+    assert resolve_model("llama-3.1-8b").n_params == 8_030_261_248
+    assert resolve_model("llama-2-7b").n_params == 6_738_415_616
+    assert resolve_model("llama-3.1-70b").n_params == 70_553_706_496
+    assert resolve_model("gpt2").n_params == 124_439_808
+    cfg = resolve_model("llama-3.1-8b").cfg
+    # q (4096->4096) and v (4096->1024) at r=64 in 32 layers
+    assert lora_trainable_params(cfg, 64, "qv") == 32 * 64 * ((4096 + 4096) + (4096 + 1024))
+
+
+def test_fuller_estimate_adds_what_the_seeds_left_out():
+    m = resolve_model("llama-3.1-8b")
+    seeds = estimate_memory(m, method="qlora", dtype="bf16", lora_rank=64, lora_targets="all", terms=SEEDS_TERMS)
+    full = estimate_memory(m, method="qlora", dtype="bf16", lora_rank=64, lora_targets="all", seq_len=1024)
+    for term in ("activations", "runtime", "quant_constants"):
+        assert full.terms[term] > 0
+    assert full.total_bytes > seeds.total_bytes
+    dq = estimate_memory(m, method="qlora", double_quant=True).terms["quant_constants"]
+    no_dq = estimate_memory(m, method="qlora", double_quant=False).terms["quant_constants"]
+    assert no_dq / dq == pytest.approx(0.5 / 0.127, rel=0.01)  # 0.5 vs 0.127 bit per parameter (QLoRA §3)
+
+
+def test_checkpointing_microbatch_and_optimizers_change_the_right_terms():
+    m = resolve_model("llama-3.1-8b")
+    a1 = estimate_memory(m, dtype="bf16", micro_batch=1, seq_len=512).terms["activations"]
+    a4 = estimate_memory(m, dtype="bf16", micro_batch=4, seq_len=512).terms["activations"]
+    ck = estimate_memory(m, dtype="bf16", micro_batch=4, seq_len=512, checkpointing=True).terms["activations"]
+    assert a4 == pytest.approx(4 * a1) and ck < a4 / 2
+    opt = {o: estimate_memory(m, optimizer=o).terms["optimizer"] for o in ("adamw", "adam8bit", "sgd")}
+    assert opt["adamw"] == 4 * opt["adam8bit"] and opt["sgd"] == 0
+    inf = estimate_memory(m, method="inference", dtype="bf16", seq_len=8192)
+    assert inf.terms["kv_cache"] == 2 * 32 * 8 * 128 * 8192 * 2 and inf.terms["grads"] == 0
+
+
+def test_presets_and_bad_input():
+    tiny = resolve_model("demo:tiny")
+    assert tiny.cfg is not None and tiny.cfg.n_embd == 32
+    assert parse_size("125m") == 125_000_000 and parse_size("7B") == 7_000_000_000
+    for bad in ("-7b", "sete bilhões", "0"):
+        with pytest.raises(BrlmError):
+            resolve_model(bad)
+    with pytest.raises(BrlmError, match="--dtype"):
+        estimate_memory(tiny, dtype="fp8")
+    with pytest.raises(BrlmError, match="LoRA parameters need an architecture"):
+        estimate_memory(resolve_model("7b"), method="lora")
