@@ -181,6 +181,22 @@ class SampleConfig:
         _check(self.num_samples >= 1, "sample.num_samples", self.num_samples, "an integer >= 1")
 
 
+@dataclass
+class CostConfig:
+    price_usd_per_hour: float = _f(0.0, "US$ per hour of the device used (0 = from the price table, brlm/resources/prices.yaml)")
+    price_as: str = _f("", "price the run as if trained on this device of the table, e.g. rtx4090 ('' = the device used)")
+    price_file: str = _f("", "a YAML price table that extends/overrides the built-in one ('' = built-in only)")
+    brl_per_usd: float = _f(0.0, "BRL per USD, to also report costs in reais (0 = USD only)")
+    assumed_mfu: float = _f(0.35, "MFU assumed when projecting the run's time onto another device (cost.price_as)")
+    peak_flops_per_s: float = _f(0.0, "the device's peak FLOP/s for MFU (0 = GPU table, or measured once per machine on CPU)")
+
+    def __post_init__(self) -> None:
+        _check(self.price_usd_per_hour >= 0, "cost.price_usd_per_hour", self.price_usd_per_hour, "a number >= 0")
+        _check(self.brl_per_usd >= 0, "cost.brl_per_usd", self.brl_per_usd, "a number >= 0")
+        _check(0 < self.assumed_mfu <= 1, "cost.assumed_mfu", self.assumed_mfu, "a number in (0, 1]")
+        _check(self.peak_flops_per_s >= 0, "cost.peak_flops_per_s", self.peak_flops_per_s, "a number >= 0")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "tokenizer": TokenizerConfig,
@@ -188,6 +204,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "sample": SampleConfig,
+    "cost": CostConfig,
 }
 
 
@@ -201,6 +218,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -171,6 +171,27 @@ def stage_sample(cfg: RunConfig, paths: RunPaths, prompts: list[str] | None = No
     return results
 
 
+def stage_cost(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
+    """cost.json from train.json and the config: FLOPs, MFU, peak memory, price and cost."""
+    from brlm.compute.cost import run_cost
+
+    if not paths.train_summary.is_file():
+        raise BrlmError(f"{paths.train_summary}: no training summary yet; run `brlm train` for this run first")
+    train_summary = read_json(paths.train_summary)
+    tok_m = read_manifest(paths.tokenizer) or {}
+    vocab = int(tok_m.get("vocab_size") or cfg.tokenizer.vocab_size)
+    result = run_cost(train_summary, cfg, vocab)
+    write_json(paths.root / "cost.json", result)
+    mfu = result["mfu"]
+    cost = result["estimated_cost_usd"]
+    info(
+        f"cost: {result['flops_per_token']:.3g} FLOPs/token (6N: {result['flops_per_token_6n']:.3g}) | "
+        f"{result['total_flops']:.3g} FLOPs | MFU {'n/a' if mfu is None else f'{mfu:.1%}'} | "
+        f"{'n/a' if cost is None else f'US$ {cost:.4f}'} at {result['price_usd_per_hour']} US$/h"
+    )
+    return result
+
+
 def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> Path:
     """Every stage in order; the run record says how it ended. Returns the report path."""
     write_config(cfg, paths)
@@ -182,6 +203,7 @@ def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> 
         tok_m = stage_tokenizer(cfg, paths)
         record.set_hash("tokenizer", tok_m["sha256"])
         stage_train(cfg, paths, record)
+        stage_cost(cfg, paths)
         stage_eval(cfg, paths)
         stage_sample(cfg, paths)
     except BaseException as e:
