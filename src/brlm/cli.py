@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval": ("brlm.verbs.eval", "evaluate a run's checkpoint (eval intrinsic): loss, ppl, accuracy, bits/byte"),
     "sample": ("brlm.verbs.sample", "generate text from a run's checkpoint"),
     "report": ("brlm.verbs.report", "render report.md from a run folder"),
+    "estimate": ("brlm.verbs.estimate", "predict memory, compute and cost before a run (estimate memory|compute|fits)"),
 }
 
 

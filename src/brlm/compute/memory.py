@@ -73,6 +73,7 @@ class ModelSpec:
     n_params: int
     cfg: ModelConfig | None = None
     vocab_size: int = 0
+    micro_batch: int = 1  # a preset's train.batch_size
 
 
 def parse_size(text: str) -> int:
@@ -104,7 +105,9 @@ def resolve_model(text: str) -> ModelSpec:
     preset, _, scale = key.partition(":")
     if preset in list_presets():
         cfg = load_config(preset=preset, scale=scale or None)
-        return spec_from_config(f"{preset}:{cfg.scale}", cfg.model, cfg.tokenizer.vocab_size)
+        spec = spec_from_config(f"{preset}:{cfg.scale}", cfg.model, cfg.tokenizer.vocab_size)
+        spec.micro_batch = cfg.train.batch_size
+        return spec
     return ModelSpec(text.strip(), parse_size(text))
 
 
