@@ -93,3 +93,41 @@ def test_presets_and_bad_input():
         estimate_memory(tiny, dtype="fp8")
     with pytest.raises(BrlmError, match="LoRA parameters need an architecture"):
         estimate_memory(resolve_model("7b"), method="lora")
+
+
+def _saved_bytes(model, x, y) -> int:
+    """Bytes of the tensors autograd saves for backward (parameters excluded), by storage."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x, y)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_activation_formula_matches_what_autograd_saves(dropout):
+    import torch
+
+    from brlm.compute.memory import activation_elements_per_token
+    from brlm.config import ModelConfig
+    from brlm.models.gpt import GPT
+
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=32, dropout=dropout)
+    model = GPT(cfg, 300).train()
+    B, T = 4, 32
+    x = torch.randint(0, 300, (B, T))
+    measured = _saved_bytes(model, x, x)
+    a = activation_elements_per_token(cfg, 300, T, "math" if dropout > 0 else "flash")  # CPU: math iff dropout
+    # The head term also holds the logits (kept alive by the training loop, not saved by autograd) and
+    # their gradient (allocated in backward): 2·V per token that autograd's hooks do not see.
+    predicted = B * T * (a["layers"] * 4 + (a["head"] - 2 * 300) * 4 + a["mask_bytes"])
+    assert predicted == pytest.approx(measured, rel=0.10)

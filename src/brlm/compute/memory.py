@@ -22,7 +22,8 @@ Terms (each can be left out with `terms=`; `SEEDS_TERMS` are the ones the seeds 
                  34·s·b·h bytes at 16 bit = 16 saved elements of width d + 2 dropout-mask bytes); plus
                  the logits and their log-softmax in fp32 (3·V per token at the loss). Attention
                  through fused SDPA / flash kernels saves no T×T matrix; `attention_impl="math"`
-                 adds it. Gradient checkpointing keeps only each layer's input and recomputes one
+                 adds it (1 T×T tensor per head, 3 with dropout); "auto" picks math for training with
+                 dropout on CPU, where PyTorch's fused kernel has no dropout, and flash otherwise. Gradient checkpointing keeps only each layer's input and recomputes one
                  layer at a time.
 * `kv_cache`     generation only: 2 · n_layer · n_kv_head · head_dim · T · batch × bytes(dtype).
 * `runtime`      CUDA context, cuBLAS workspace and allocator slack: assumed 0.5 GB on a GPU
@@ -182,8 +183,9 @@ def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: in
         ffn = d + d + cfg.expert_top_k * 4 * expert_hidden_size(cfg) + 2 * cfg.n_expert  # + router logits/probs
     per_layer = float(attn + d + ffn)  # + q, which `attn` above shares with the norm output
     if attention_impl == "math":
-        per_layer += 2 * cfg.n_head * seq_len  # softmax output and its dropout, T keys per query
-        masks += L * cfg.n_head * seq_len if cfg.dropout > 0 else 0
+        # T keys per query: the softmax output; with dropout also its mask and output (PyTorch's math
+        # path keeps the mask as a float tensor).
+        per_layer += (3 if cfg.dropout > 0 else 1) * cfg.n_head * seq_len
     if cfg.dropout > 0:
         masks += L * 2 * d + d  # attention and MLP residual dropout masks, embedding dropout (1 B each)
     head = 3.0 * vocab_size + 2 * d  # logits, log-softmax, their gradient (fp32); final norm in/out
@@ -236,7 +238,7 @@ def estimate_memory(
     seq_len: int | None = None,
     micro_batch: int = 1,
     checkpointing: bool = False,
-    attention_impl: str = "flash",
+    attention_impl: str = "auto",
     device: str = "cuda",
     terms: tuple[str, ...] = ALL_TERMS,
     overhead_gb: float = 0.0,
@@ -244,7 +246,11 @@ def estimate_memory(
     _check_choice("--method", method, METHODS)
     _check_choice("--dtype", dtype, tuple(DTYPE_BYTES))
     _check_choice("--optimizer", optimizer, tuple(OPTIMIZER_BYTES))
-    _check_choice("--attention", attention_impl, ("flash", "math"))
+    _check_choice("--attention", attention_impl, ("auto", "flash", "math"))
+    if attention_impl == "auto":
+        # PyTorch's fused CPU attention has no dropout: training with dropout on CPU takes the math path.
+        dropout = model.cfg.dropout if model.cfg is not None else 0.0
+        attention_impl = "math" if device == "cpu" and dropout > 0 and method != "inference" else "flash"
     for name, value in (("--lora-rank", lora_rank), ("--micro-batch", micro_batch)):
         if value < 1:
             raise BrlmError(f"{name}={value}: expected an integer >= 1")
