@@ -99,3 +99,11 @@ def test_tiny_run_records_cost_json(tiny_run):
     assert cost["total_flops"] == cost["flops_per_token"] * train["tokens_seen"]
     assert 0 < cost["mfu"] < 1
     assert cost["estimated_cost_usd"] == pytest.approx(cost["price_usd_per_hour"] * train["wall_time_s"] / 3600)
+
+
+def test_bad_price_as_fails_before_training(tmp_path):
+    from .conftest import run_cli
+
+    proc = run_cli("run", "demo", "--scale", "tiny", "--runs-dir", str(tmp_path), "--name", "x", "--set", "cost.price_as=tpu9")
+    assert proc.returncode == 2 and "cost.price_as" in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "x" / "train.json").exists()

@@ -74,7 +74,7 @@ def test_rnn_lstm_and_gru():
     assert lb["attention_scores"] == 0 and lb["lm_head"] == 2 * 64 * V
     # Same count as PyTorch's own modules.
     n_torch = sum(p.numel() for p in torch.nn.LSTM(32, 64, num_layers=2).parameters())
-    assert param_counts(lstm, V)["total"] == V * 32 + n_torch + V * 64
+    assert param_counts(lstm, V)["total"] == V * 32 + n_torch + V * 64 + V  # embedding, LSTMs, head + bias
 
 
 @pytest.mark.parametrize("bias,tie", [(True, True), (False, False)])

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from brlm.compute.flops import flops_per_token, flops_per_token_6n, mfu
+from brlm.compute.flops import flops_per_token, flops_per_token_6n, forward_flops_breakdown, mfu
 from brlm.compute.peak import GPUS, cpu_model, cpu_peak_flops, gpu_spec, match_gpu
 from brlm.config import RunConfig
 from brlm.errors import BrlmError
@@ -91,6 +91,15 @@ def price_of(key: str, prices: dict[str, dict[str, Any]]) -> tuple[float | None,
     return float(entry["price_usd_per_hour"]), str(entry["source"])
 
 
+def check_cost_config(cfg: RunConfig) -> None:
+    """Fail before training, not after, on a price file or cost.price_as the table does not know."""
+    prices = load_prices(cfg.cost.price_file)
+    if cfg.cost.price_as:
+        name = cfg.cost.price_as.lower().replace("-", "")
+        if name not in prices and name not in GPUS:
+            raise BrlmError(f"cost.price_as={cfg.cost.price_as!r}: unknown device; known: {', '.join(sorted(set(prices) | set(GPUS)))}")
+
+
 def run_cost(train: dict[str, Any], cfg: RunConfig, vocab_size: int) -> dict[str, Any]:
     """cost.json from train.json and the config: FLOPs, MFU, peak memory, price, cost."""
     cc = cfg.cost
@@ -126,6 +135,7 @@ def run_cost(train: dict[str, Any], cfg: RunConfig, vocab_size: int) -> dict[str
         "flops_per_token": fpt,
         "flops_per_token_6n": flops_per_token_6n(cfg.model, vocab_size),
         "flops_convention": "matmuls only, 2 FLOPs per multiply-add, causal attention (mean context (T+1)/2), training = 3 x forward",
+        "forward_flops_breakdown": forward_flops_breakdown(cfg.model, vocab_size),
         "total_flops": total,
         "achieved_flops_per_s": total / train_time if train_time else 0.0,
         "peak_flops_per_s": peak,
@@ -146,12 +156,11 @@ def run_cost(train: dict[str, Any], cfg: RunConfig, vocab_size: int) -> dict[str
             out[k] = v
 
     # Price: the device used, or the one named by cost.price_as.
+    check_cost_config(cfg)
     prices = load_prices(cc.price_file)
     priced = (cc.price_as.lower().replace("-", "") if cc.price_as else key)
     if cc.price_as:
         out["price_as"] = priced
-        if priced not in prices and priced not in GPUS:
-            raise BrlmError(f"cost.price_as={cc.price_as!r}: unknown device; known: {', '.join(sorted(set(prices) | set(GPUS)))}")
     if cc.price_usd_per_hour > 0:
         price, source = cc.price_usd_per_hour, "cost.price_usd_per_hour"
     else:

@@ -25,8 +25,6 @@ Llama block whose FFN is a router + SwiGLU experts; rnn: embedding -> stacked LS
 
 from __future__ import annotations
 
-from typing import Any
-
 from brlm.config import ModelConfig
 from brlm.errors import BrlmError
 
@@ -65,8 +63,8 @@ def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
         gates = 4 if cfg.rnn_cell == "lstm" else 3
         rec = sum(gates * h * ((d if i == 0 else h) + h) + 2 * gates * h for i in range(L))  # W_ih, W_hh, b_ih, b_hh
         norms = 2 * h * L if cfg.rnn_layernorm else 0
-        # The head reads the hidden state; it can share the embedding only when the widths match.
-        head = 0 if (cfg.tie_embeddings and h == d) else V * h
+        # The head (with a bias) reads the hidden state; it shares the embedding only when widths match.
+        head = (0 if (cfg.tie_embeddings and h == d) else V * h) + V
         emb = V * d
         total = emb + rec + norms + head
         return {"total": total, "embedding": emb, "active": total, "non_embedding": total - emb}
@@ -156,21 +154,3 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) ->
         raise BrlmError(f"peak_flops_per_s={peak_flops_per_s!r}: expected a number > 0")
     return tokens_per_s * flops_per_token / peak_flops_per_s
 
-
-def summary(model_cfg: ModelConfig, vocab_size: int, seq_len: int | None = None, attention: str = "causal") -> dict[str, Any]:
-    """Everything above in one dict (for cost.json and `brlm estimate`)."""
-    fwd = forward_flops_breakdown(model_cfg, vocab_size, seq_len, attention)
-    params = param_counts(model_cfg, vocab_size)
-    total_fwd = sum(fwd.values())
-    return {
-        "arch": model_cfg.arch,
-        "n_params": params["total"],
-        "n_params_active": params["active"],
-        "n_params_embedding": params["embedding"],
-        "seq_len": seq_len or model_cfg.block_size,
-        "attention_convention": attention,
-        "forward_flops_per_token": total_fwd,
-        "forward_breakdown": fwd,
-        "flops_per_token": 3 * total_fwd,
-        "flops_per_token_6n": 6.0 * params["active"],
-    }

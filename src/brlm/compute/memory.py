@@ -298,7 +298,7 @@ def estimate_memory(
     out["optimizer"] = trainable * OPTIMIZER_BYTES[optimizer]
 
     # Activations and the KV cache need an architecture.
-    act_bytes = bpp if method == "full" else (2 if dtype == "fp32" and method == "qlora" else bpp)
+    act_bytes = bpp  # activations in the compute dtype (for QLoRA: the bf16/fp16 compute dtype)
     if cfg is not None and method != "inference":
         a = activation_elements_per_token(cfg, model.vocab_size, T, attention_impl)
         tokens = micro_batch * T

@@ -198,6 +198,9 @@ def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> 
     record = RunRecord(paths)
     record.start(cfg.preset, cfg.scale, command)
     try:
+        from brlm.compute.cost import check_cost_config
+
+        check_cost_config(cfg)
         data_m = stage_data(cfg, paths)
         record.set_hash("data", data_m["key"])
         tok_m = stage_tokenizer(cfg, paths)
