@@ -107,3 +107,18 @@ def test_bad_price_as_fails_before_training(tmp_path):
     proc = run_cli("run", "demo", "--scale", "tiny", "--runs-dir", str(tmp_path), "--name", "x", "--set", "cost.price_as=tpu9")
     assert proc.returncode == 2 and "cost.price_as" in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "x" / "train.json").exists()
+
+
+def test_run_cost_on_a_gpu_uses_the_table(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce RTX 4090")
+    train = {**TRAIN, "device": "cuda:0", "dtype": "bf16", "peak_cuda_allocated_mb": 900.0, "peak_cuda_reserved_mb": 1024.0}
+    out = run_cost(train, load_config(preset="demo", scale="tiny"), 400)
+    assert out["device_key"] == "rtx4090" and out["peak_flops_per_s"] == 165.2e12
+    assert out["price_usd_per_hour"] == 0.30 and out["estimated_cost_usd"] == pytest.approx(0.60)
+    assert out["peak_cuda_allocated_mb"] == 900.0 and out["peak_cuda_reserved_mb"] == 1024.0
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
+    unknown = run_cost(train, load_config(preset="demo", scale="tiny"), 400)
+    assert unknown["mfu"] is None and unknown["estimated_cost_usd"] is None

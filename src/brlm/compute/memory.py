@@ -322,6 +322,9 @@ def estimate_memory(
         notes.append(f"CUDA context + cuBLAS workspace + allocator slack assumed {CUDA_RUNTIME_GB} GB")
 
     kept_terms = {k: v for k, v in out.items() if k in terms}
+    left_out = [k for k in ALL_TERMS if k not in terms]
+    if left_out:
+        notes.append("left out on request: " + ", ".join(left_out))
     if overhead_gb:
         kept_terms["overhead"] = overhead_gb * GB
     settings = dict(method=method, dtype=dtype, optimizer=optimizer, seq_len=T, micro_batch=micro_batch,

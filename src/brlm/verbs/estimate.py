@@ -72,8 +72,9 @@ def _print_memory(est: mem.MemoryEstimate) -> None:
     s = est.settings
     print(f"model {est.model}: {est.n_params:,} parameters, {est.trainable_params:,} trainable ({est.method})")
     print("settings: " + ", ".join(f"{k}={v}" for k, v in s.items()))
-    width = max(len(k) for k in est.terms)
-    for k, v in est.terms.items():
+    shown = {k: v for k, v in est.terms.items() if v} or est.terms  # zero terms only in --json
+    width = max(len(k) for k in shown)
+    for k, v in shown.items():
         print(f"  {k:<{width}}  {_gb(v):>14}")
     print(f"  {'total':<{width}}  {_gb(est.total_bytes):>14}")
     for note in est.assumptions:
@@ -107,6 +108,7 @@ def cmd_compute(argv: list[str]) -> int:
     p.add_argument("--model", help="a known architecture or brlm preset (exact FLOPs per token from its config)")
     p.add_argument("--params", help="N parameters (7b, 124m) when no --model (6·N FLOPs per token)")
     p.add_argument("--tokens", help="D training tokens (2.5b, 1e10); default with --model/--params: 20·N (Chinchilla)")
+    p.add_argument("--seq-len", type=int, default=None, help="with --model: training window for the attention FLOPs (default: its context)")
     p.add_argument("--gpu", default="rtx4090", help=f"device: {', '.join(GPUS)} or cpu (default rtx4090)")
     p.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation (default 0.35)")
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"), help="peak column (default bf16)")
@@ -142,7 +144,7 @@ def cmd_compute(argv: list[str]) -> int:
             spec = mem.resolve_model(args.model)
             n = float(spec.n_params)
             if spec.cfg is not None:
-                fpt = flops_per_token(spec.cfg, spec.vocab_size)
+                fpt = flops_per_token(spec.cfg, spec.vocab_size, seq_len=args.seq_len)
         elif args.params:
             n = _number(args.params, "--params")
         else:
