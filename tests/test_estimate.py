@@ -79,3 +79,15 @@ def test_help(capsys):
         with pytest.raises(SystemExit) as e:
             main(["estimate", sub, "--help"])
         assert e.value.code == 0 and f"brlm estimate {sub}" in capsys.readouterr().out
+
+
+def test_peak_lists_gpus_and_the_cached_cpu_figure(capsys, tmp_path, monkeypatch):
+    from brlm.compute import peak
+
+    monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(peak, "measure_matmul_peak", lambda dtype, threads: {"fp32": 2e10, "bf16": 4e10}[dtype])
+    code, out, _ = run(capsys, "peak", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["cpu"]["fp32"]["peak_flops_per_s"] == 2e10 and d["gpus"]["h100"]["bf16"] == 989e12
+    code, out, _ = run(capsys, "peak")
+    assert "cached" in out and "rtx4090" in out

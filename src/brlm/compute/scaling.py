@@ -10,7 +10,10 @@ Chinchilla (Hoffmann et al. 2022, "Training Compute-Optimal Large Language Model
 * Approach 3, the parametric fit L(N, D) = E + A/N^α + B/D^β with E = 1.69, A = 406.4, B = 410.7,
   α = 0.34, β = 0.28 (their eq. 10). Minimising L under C = 6·N·D gives
   N_opt = G·(C/6)^a, D_opt = G⁻¹·(C/6)^b, with G = (αA / βB)^(1/(α+β)), a = β/(α+β), b = α/(α+β)
-  (their eq. 4 and appendix D.2).
+  (their eq. 4 and appendix D.2). With these published (rounded) constants the optimum uses far
+  more than 20 tokens per parameter at large budgets (≈ 93 at Chinchilla's own 5.9e23 FLOPs);
+  Besiroglu et al. 2024 ("Chinchilla Scaling: A replication attempt") report that the published
+  approach-3 fit disagrees with approaches 1 and 2. brlm shows both answers side by side.
 
 Kaplan et al. 2020 ("Scaling Laws for Neural Language Models"), with N = non-embedding parameters
 and D = tokens, loss in nats/token on WebText2 with GPT-2's tokenizer:

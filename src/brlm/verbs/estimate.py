@@ -6,6 +6,7 @@
     brlm estimate compute --budget-usd 50 --gpu rtx4090     # Chinchilla-optimal N, D + Kaplan's loss
     brlm estimate fits llama-3.1-8b --gpu rtx4090 --seq-len 2048 --micro-batch 4
     brlm estimate fits demo --memory-gb 8                   # a brlm preset on an 8 GB CPU box
+    brlm estimate peak --refresh                            # re-measure this CPU's matmul peak (MFU)
 
 MODEL is a known architecture (llama-3.1-8b, llama-2-7b, llama-3.1-70b, mistral-7b, gpt2, …), a brlm
 preset (demo, demo:tiny) or a size (7b, 125m). Formulas and assumptions: README, section "Custo".
@@ -253,12 +254,34 @@ def cmd_fits(argv: list[str]) -> int:
     return 0 if fits else 1
 
 
-SUBCOMMANDS = {"memory": cmd_memory, "compute": cmd_compute, "fits": cmd_fits}
+def cmd_peak(argv: list[str]) -> int:
+    p = parser("estimate peak", "Device peaks used for MFU: the GPU table and this CPU's measured matmul peak (cached).")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads to measure with (default: PyTorch's)")
+    p.add_argument("--refresh", action="store_true", help="measure again and overwrite the cached CPU figure (e.g. on an idle machine)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args(argv)
+    if args.threads < 0:
+        raise BrlmError(f"--threads={args.threads}: expected an integer >= 0")
+    from brlm.compute.peak import cache_dir, cpu_peak_flops
+
+    cpu = {d: cpu_peak_flops(d, args.threads, refresh=args.refresh) for d in ("fp32", "bf16")}
+    if args.json:
+        print(json.dumps({"cpu": cpu, "gpus": GPUS, "cache": str(cache_dir() / "cpu_peak.json")}, indent=2))
+        return 0
+    for d, m in cpu.items():
+        print(f"cpu {d:<5} {m['peak_flops_per_s'] / 1e9:10.1f} GFLOP/s  ({m['cpu']}, {m['threads']} threads, {'cached' if m['cached'] else 'measured now'})")
+    for name, g in GPUS.items():
+        print(f"{name:<9} fp32 {g['fp32'] / 1e12:6.1f} TFLOP/s  bf16 {g['bf16'] / 1e12:6.1f} TFLOP/s  {g['vram_gb']} GiB  {g['title']}")
+    print(f"cache: {cache_dir() / 'cpu_peak.json'}")
+    return 0
+
+
+SUBCOMMANDS = {"memory": cmd_memory, "compute": cmd_compute, "fits": cmd_fits, "peak": cmd_peak}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("estimate", __doc__)
-    p.add_argument("what", choices=tuple(SUBCOMMANDS), help="memory | compute | fits")
+    p.add_argument("what", choices=tuple(SUBCOMMANDS), help="memory | compute | fits | peak")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the sub-command (see brlm estimate <what> --help)")
     args = p.parse_args(argv)
     return SUBCOMMANDS[args.what](args.rest)
