@@ -43,7 +43,8 @@ def _memory_args(p: argparse.ArgumentParser, model_required: bool = True) -> Non
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (recompute activations in backward)")
     p.add_argument("--attention", default="auto", choices=("auto", "flash", "math"),
                    help="fused attention (no T×T matrix saved), math attention, or auto (math on CPU with dropout)")
-    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda adds the CUDA context (0.5 GB); cpu does not")
+    p.add_argument("--device", default=None, choices=("cuda", "cpu"),
+                   help="cuda adds the CUDA context (0.5 GB); cpu does not (default: cuda; for fits, cuda with --gpu, else cpu)")
     p.add_argument("--overhead-gb", type=float, default=0.0, help="a flat extra (the seeds add 8 GB to 70B QLoRA)")
     p.add_argument("--seeds-terms", action="store_true", help="count only what the seeds counted: weights, adapters, gradients, optimizer")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -86,6 +87,7 @@ def cmd_memory(argv: list[str]) -> int:
     p = parser("estimate memory", "Memory to train (or run) a model: weights, gradients, optimizer, activations, KV cache.")
     _memory_args(p)
     args = p.parse_args(argv)
+    args.device = args.device or "cuda"
     model = mem.resolve_model(args.model)
     args.micro_batch = model.micro_batch if args.micro_batch is None else args.micro_batch
     est = _estimate(args, model)
@@ -207,8 +209,8 @@ def cmd_fits(argv: list[str]) -> int:
     p.add_argument("--gpu", help=f"target GPU ({', '.join(GPUS)}); its VRAM is the limit")
     p.add_argument("--memory-gb", type=float, help="memory limit in GB instead of a GPU (default without --gpu: this machine's RAM)")
     args = p.parse_args(argv)
-    if args.gpu is None and args.memory_gb is None:
-        args.device = "cpu"
+    if args.device is None:
+        args.device = "cuda" if args.gpu else "cpu"
     capacity, where = _capacity(args)
     model = mem.resolve_model(args.model)
     args.micro_batch = model.micro_batch if args.micro_batch is None else args.micro_batch
