@@ -174,14 +174,14 @@ def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: in
         per_layer = (gates + 3) * h  # gate pre-activations, h, c and the layer input
         return {"layer": float(per_layer), "layers": float(L * per_layer), "head": 3.0 * vocab_size + d, "mask_bytes": 0.0}
     kvd = cfg.kv_heads * cfg.head_dim
-    attn = d + d + 2 * kvd + d  # norm input, norm output (= q/k/v input), k, v, attention output
+    attn = d + d + d + 2 * kvd + d  # norm input, norm output (= q/k/v input), q, k, v, attention output
     if cfg.arch == "gpt":
         ffn = d + d + 2 * mlp_hidden_size(cfg)  # norm input/output, c_fc output (GELU input), GELU output
     elif cfg.arch == "llama":
         ffn = d + d + 4 * mlp_hidden_size(cfg)  # norm in/out, gate out, silu out, up out, product
     else:
         ffn = d + d + cfg.expert_top_k * 4 * expert_hidden_size(cfg) + 2 * cfg.n_expert  # + router logits/probs
-    per_layer = float(attn + d + ffn)  # + q, which `attn` above shares with the norm output
+    per_layer = float(attn + ffn)
     if attention_impl == "math":
         # T keys per query: the softmax output; with dropout also its mask and output (PyTorch's math
         # path keeps the mask as a float tensor).
