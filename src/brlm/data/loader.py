@@ -58,24 +58,39 @@ class ShuffledBatches:
 
     The position (epoch, pos) is all the state there is, so a loader restored from
     `state_dict()` continues with exactly the batches an unbroken run would have drawn.
+
+    Across `torchrun` ranks every rank draws the same permutation (same seed) and keeps every
+    `world_size`-th entry from `rank` on, after dropping the tail that would not divide evenly:
+    the ranks see disjoint windows, the same number each, and together cover the epoch.
     """
 
-    def __init__(self, n_windows: int, batch_size: int, seed: int, epoch: int = 0, pos: int = 0):
+    def __init__(self, n_windows: int, batch_size: int, seed: int, epoch: int = 0, pos: int = 0, *,
+                 rank: int = 0, world_size: int = 1):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f"rank={rank}, world_size={world_size}: expected 0 <= rank < world_size")
+        if n_windows < world_size:
+            raise DataError(f"{n_windows} windows cannot be split across world_size={world_size} ranks; add data or lower train.stride")
         self.n_windows = n_windows
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = epoch
         self.pos = pos
+        self.rank = rank
+        self.world_size = world_size
+        self.per_rank = n_windows // world_size
         self._perm = self._permutation(epoch)
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+        if self.world_size == 1:
+            return perm
+        return perm[: self.per_rank * self.world_size][self.rank :: self.world_size]
 
     def next_indices(self) -> np.ndarray:
         out = []
         need = self.batch_size
         while need > 0:
-            if self.pos >= self.n_windows:
+            if self.pos >= len(self._perm):
                 self.epoch += 1
                 self.pos = 0
                 self._perm = self._permutation(self.epoch)
@@ -86,10 +101,20 @@ class ShuffledBatches:
         return np.concatenate(out)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed}
+        return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed, "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("world_size", 1) != self.world_size:
+            raise DataError(f"loader state was saved with world_size={state.get('world_size', 1)}, resuming with "
+                            f"{self.world_size}: resume with the same number of ranks")
         self.seed = state["seed"]
         self.epoch = state["epoch"]
         self.pos = state["pos"]
         self._perm = self._permutation(self.epoch)
+
+    @classmethod
+    def from_env(cls, n_windows: int, batch_size: int, seed: int) -> "ShuffledBatches":
+        """Rank and world size from torchrun's RANK / WORLD_SIZE variables (1 process without them)."""
+        import os
+
+        return cls(n_windows, batch_size, seed, rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)))
