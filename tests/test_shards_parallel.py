@@ -50,3 +50,20 @@ def test_rank_state_resume_and_checks():
     with pytest.raises(DataError, match="rank=2, world_size=2"):
         ShuffledBatches(50, 4, seed=1, rank=2, world_size=2)
     assert ShuffledBatches(50, 4, 1).state_dict()["world_size"] == 1  # the positional constructor still works
+
+
+def test_large_epochs_use_a_lazy_bijection(monkeypatch):
+    monkeypatch.setattr(ShuffledBatches, "ARRAY_LIMIT", 100)
+    for world in (1, 3):
+        seen = set()
+        for rank in range(world):
+            b = ShuffledBatches(1000, 37, seed=5, rank=rank, world_size=world)
+            assert b._perm is None
+            idx = np.concatenate([b.next_indices() for _ in range(30)])[: 1000 // world]
+            seen |= set(idx.tolist())
+            assert len(set(idx.tolist())) == 1000 // world
+        assert len(seen) == (1000 // world) * world and max(seen) < 1000
+    b = ShuffledBatches(1000, 1000, seed=5)
+    e0, e1 = b.next_indices(), b.next_indices()
+    assert sorted(e0.tolist()) == list(range(1000)) == sorted(e1.tolist()) and e0.tolist() != e1.tolist()
+    assert e0[:50].tolist() != list(range(50))
