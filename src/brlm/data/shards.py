@@ -42,6 +42,8 @@ _WORKER_TOK: Any = None
 def _init_worker(tokenizer: Any) -> None:
     global _WORKER_TOK
     _WORKER_TOK = tokenizer
+    if hasattr(tokenizer, "num_threads"):
+        tokenizer.num_threads = 1  # the processes are the parallelism; more threads would oversubscribe the cores
 
 
 def _encode_batch(tokenizer: Any, batch: list[str], dtype: np.dtype) -> tuple[bytes, list[int], int]:
@@ -49,7 +51,10 @@ def _encode_batch(tokenizer: Any, batch: list[str], dtype: np.dtype) -> tuple[by
     encode = getattr(tokenizer, "encode_batch", None)
     encoded = encode(batch) if encode else [tokenizer.encode(t) for t in batch]
     eos = tokenizer.eos_id
-    arr = np.fromiter(itertools.chain.from_iterable(ids + [eos] for ids in encoded), dtype=dtype)
+    parts = []
+    for ids in encoded:
+        parts += [np.asarray(ids, dtype=dtype), np.asarray([eos], dtype=dtype)]
+    arr = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
     return arr.tobytes(), [len(ids) + 1 for ids in encoded], sum(len(t.encode("utf-8")) for t in batch)
 
 

@@ -49,6 +49,7 @@ class SentencePieceTokenizer:
         self.bos_id = self.sp.bos_id()
         self.eos_id = self.sp.eos_id()
         self.unk_id = self.sp.unk_id()
+        self.num_threads = -1  # SentencePiece's own threads for encode_batch; 1 inside shard worker processes
         self._token_bytes: np.ndarray | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -62,7 +63,7 @@ class SentencePieceTokenizer:
         return self.sp.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.sp.encode(texts)
+        return self.sp.encode(texts, num_threads=self.num_threads)
 
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode([int(i) for i in ids])
