@@ -105,3 +105,12 @@ def test_cli_list_get_and_unreachable(tmp_path, server):
     assert r.returncode == 2 and "cannot download" in r.stderr.strip().splitlines()[-1]
     r = run_cli("data", "get", "nada")
     assert r.returncode == 2 and "not in the catalogue" in r.stderr
+
+
+def test_hub_entry_offline_is_one_line_error(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    r = run_cli("data", "get", "canarim", "--cache-dir", str(tmp_path))
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "hf:dominguesm/Canarim-Instruct-PTBR-Dataset: cannot reach the Hugging Face hub" in last

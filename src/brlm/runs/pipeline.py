@@ -47,7 +47,8 @@ def stage_data(cfg: RunConfig, paths: RunPaths, force: bool = False) -> dict[str
     m = prepare_data(cfg.data, paths.data, force=force, clean=cfg.clean)
     c = m["counts"]
     info(
-        f"data: {c['docs_in']} documents read -> train {c['train']['docs']} / val {c['val']['docs']} "
+        f"data: {c['docs_in']} documents read -> train {c['train']['docs']} / val {c['val']['docs']}"
+        f"{' / test ' + str(c['test']['docs']) if 'test' in c else ''} "
         f"({c['dropped_short']} too short, {c['dropped_duplicate']} duplicates, {c['utf8_errors']} lines with bad UTF-8)"
     )
     return m

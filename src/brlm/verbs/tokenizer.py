@@ -91,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                 label += "'"
             results[label] = tokenizer_stats(tok, texts)
         print(format_table(results))
-        if args.out:
-            write_json(args.out, {"texts": len(texts), "results": results})
+        out = args.out
+        if not out and args.action == "report" and run is not None and (run / "tokenizer").is_dir():
+            out = run / "tokenizer" / "report.json"  # the run folder keeps its figures
+        if out:
+            write_json(out, {"texts": len(texts), "results": results})
         return 0
 
     if maybe_list_keys(args):
