@@ -118,3 +118,13 @@ def test_cli_char_tokenizer_and_report(tmp_path):
     assert "tokens_per_char" in r.stdout
     stats = next(iter(json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["results"].values()))
     assert stats["tokens_per_char"] == 1.0  # char-level: one token per character
+
+
+def test_cleaning_markers_become_single_tokens(tmp_path):
+    paths = RunPaths(tmp_path / "run")
+    cfg = _run(tmp_path, "clean.pii=true", "clean.eod_marker=<|endoftext|>", "tokenizer.vocab_size=400")
+    stage_data(cfg, paths)
+    stage_tokenizer(cfg, paths)
+    tok = load_tokenizer(paths.tokenizer)
+    for marker in ("<|endoftext|>", "<CPF>", "<TELEFONE>"):
+        assert len(tok.encode(marker)) == 1, marker

@@ -47,7 +47,22 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
 
 def train_tokenizer(texts: Iterable[str], cfg: Any, out_dir: str | Path, data_key: str, force: bool = False,
                     cleaning: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the tokenizer `cfg.kind` names (a TokenizerConfig) on cleaned `texts` into `out_dir`."""
+    """Train the tokenizer `cfg.kind` names (a TokenizerConfig) on cleaned `texts` into `out_dir`.
+
+    Pieces the cleaning inserts (the end-of-document marker, PII placeholders) become
+    user-defined symbols, so they are one token each instead of a handful of fragments."""
+    import dataclasses
+
+    spec = (cleaning or {}).get("config") or {}
+    inserted = [spec["eod_marker"]] if spec.get("eod_marker") else []
+    if spec.get("pii"):
+        from brlm.data.clean import PII_PLACEHOLDERS
+
+        inserted += list(PII_PLACEHOLDERS)
+    have = [x.strip() for x in cfg.user_defined_symbols.split(",") if x.strip()]
+    missing = [x for x in inserted if x not in have]
+    if missing:
+        cfg = dataclasses.replace(cfg, user_defined_symbols=",".join(have + missing))
     if cfg.kind == "char":
         from brlm.tokenizers.char import train_char
 
