@@ -40,6 +40,12 @@ def test_each_rule(rules, raw, expected):
     assert clean(raw, **rules) == expected
 
 
+def test_upper_case_headers_dropped_before_lowercasing():
+    raw = "POLÍTICA\nO presidente falou com a imprensa nesta segunda-feira pela manhã."
+    assert clean(raw, drop_upper_lines=True, lowercase=True) == "o presidente falou com a imprensa nesta segunda-feira pela manhã."
+    assert clean("cpf 123.456.789-09", pii=True, lowercase=True) == "cpf <CPF>"
+
+
 def test_line_filters():
     long = "Esta linha tem comprimento suficiente para passar no filtro de quarenta."
     raw = f"curta\n{long}\nNOTÍCIAS DO DIA\n1234 5678 9012 3456 7890 1234 5678 9012 3456 7890 abc"
@@ -109,7 +115,7 @@ def test_manifest_rules_counts_and_dedup(tmp_path):
     m = prepare_data(DataConfig(source=str(src), min_doc_chars=50, val_fraction=0.2), tmp_path / "o",
                      clean=CleanConfig(pii=True, lowercase=True))
     assert m["counts"]["dropped_duplicate"] == 1
-    assert list(m["rules"]) == ["nfkc", "invisible", "lowercase", "pii", "spaces", "newlines", "min_doc_chars"]
+    assert list(m["rules"]) == ["nfkc", "invisible", "pii", "spaces", "lowercase", "newlines", "min_doc_chars"]
     assert m["rules"]["nfkc"]["docs_in"] == 41 and m["rules"]["min_doc_chars"]["docs_out"] == 41
     assert m["rules"]["pii"]["replaced"]["cpf"] == 0
     assert len(m["cleaning"]["hash"]) == 64 and m["cleaning"]["config"]["lowercase"] is True

@@ -6,8 +6,9 @@ Every rule the seeds used is an option of `CleanConfig` (`--set clean.x=y`); pre
 (default, keeps case/digits/punctuation), `seed-v1` and `seed-v6` (`--clean NAME`). Rules run in
 this order, each counted by `Cleaner` (documents and characters in and out, documents changed):
 
-    nfkc, invisible, lowercase, pii, urls, emails, digits, punctuation, spaces,
-    line filters (min_line_chars, min_alpha_ratio, upper-case headers), newlines, min_doc_chars, eod
+    nfkc, invisible, pii, urls, emails, digits, punctuation, spaces,
+    line filters (min_line_chars, min_alpha_ratio, upper-case headers), lowercase, newlines,
+    min_doc_chars, eod
 
     cleaner = Cleaner(data_cfg, clean_cfg); text = cleaner(raw)  # None when the document is dropped
 """
@@ -105,8 +106,6 @@ class Cleaner:
             self.rules.append(("nfkc", lambda t: unicodedata.normalize("NFKC", t)))
         if c.strip_invisible:
             self.rules.append(("invisible", lambda t: _CONTROL.sub(" ", _INVISIBLE.sub("", t))))
-        if c.lowercase:
-            self.rules.append(("lowercase", str.lower))
         if c.pii:
             self.rules.append(("pii", lambda t: scrub_pii(t, self.pii_counts)))
         if c.remove_urls:
@@ -123,6 +122,10 @@ class Cleaner:
             self.rules.append(("spaces", lambda t: "\n".join(_SPACES.sub(" ", x).strip() for x in t.split("\n"))))
         if c.min_line_chars or c.min_alpha_ratio or c.drop_upper_lines:
             self.rules.append(("lines", self._filter_lines))
+        if c.lowercase:
+            # After the line filters (upper-case headers must still look upper-case); the PII
+            # placeholders keep their case so they stay one token.
+            self.rules.append(("lowercase", self._lower))
         if c.newlines != "keep":
             self.rules.append(("newlines", self._newlines))
         self.counts: dict[str, Counter] = {name: Counter() for name, _ in self.rules}
@@ -131,6 +134,13 @@ class Cleaner:
             self.counts["eod"] = Counter()
         self.pii_counts: Counter = Counter()
         self.lines_dropped: Counter = Counter()
+
+    def _lower(self, text: str) -> str:
+        text = text.lower()
+        if self.cfg.pii:
+            for p in PII_PLACEHOLDERS:
+                text = text.replace(p.lower(), p)
+        return text
 
     def _filter_lines(self, text: str) -> str:
         c = self.cfg
