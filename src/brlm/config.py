@@ -43,31 +43,123 @@ class DataConfig:
     val_fraction: float = _f(0.1, "share of documents in the validation split (by content hash)")
     split_salt: str = _f("brlm", "salt of the content hash that assigns splits; changing it reshuffles the split")
     max_docs: int = _f(0, "read at most this many documents (0 = all)")
+    id_field: str = _f("id", "JSON field / CSV column with the document id (missing: file:line)")
+    test_fraction: float = _f(0.0, "share of documents in the test split (by content hash; 0 = no test split)")
+    exclude: str = _f("", "comma-separated files whose documents must not appear in any split (overlap guard)")
+    hf_split: str = _f("train", "split read from a Hugging Face dataset (hf:NAME sources)")
+    hf_config: str = _f("", "configuration name of a Hugging Face dataset (hf:NAME sources)")
+    cache_dir: str = _f("", "cache folder for hf:NAME sources and `brlm data get` (empty: ~/.cache/brlm)")
+    workers: int = _f(1, "worker processes that tokenize documents into shards (0 = one per CPU core)")
 
     def __post_init__(self) -> None:
         _check(self.txt_mode in ("blocks", "lines"), "data.txt_mode", self.txt_mode, "'blocks' or 'lines'")
         _check(self.min_doc_chars >= 1, "data.min_doc_chars", self.min_doc_chars, "an integer >= 1")
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a number in (0, 1)")
         _check(self.max_docs >= 0, "data.max_docs", self.max_docs, "an integer >= 0")
+        _check(0.0 <= self.test_fraction < 1.0 and self.val_fraction + self.test_fraction < 1.0, "data.test_fraction",
+               self.test_fraction, f"a number in [0, 1 - data.val_fraction={self.val_fraction})")
+        _check(self.workers >= 0, "data.workers", self.workers, "an integer >= 0")
+
+
+CLEAN_PRESETS: dict[str, dict[str, Any]] = {
+    # What we recommend for Transformers: keep case, digits and punctuation; only normalise
+    # Unicode, drop invisible characters and collapse whitespace (brlm's behaviour before presets).
+    "natural": {},
+    # Article 1 (char-level v1-v3): everything lower-case, Unicode normalised, upper-case headers removed.
+    "seed-v1": {"lowercase": True, "drop_upper_lines": True},
+    # The v6 pipeline: line-quality filters, URLs/e-mails out, a punctuation whitelist, numbers
+    # folded to 0, lower-case, an end-of-document marker.
+    "seed-v6": {
+        "lowercase": True,
+        "digits_to_zero": True,
+        "remove_urls": True,
+        "remove_emails": True,
+        "punct_filter": True,
+        "min_line_chars": 40,
+        "min_alpha_ratio": 0.4,
+        "drop_upper_lines": True,
+        "newlines": "single",
+        "eod_marker": "<|endoftext|>",
+    },
+}
+
+
+@dataclass
+class CleanConfig:
+    preset: str = _f("natural", "cleaning preset the other clean.* values started from: natural, seed-v1, seed-v6")
+    strip_invisible: bool = _f(True, "remove BOM, zero-width characters, soft hyphens and control characters")
+    remove_urls: bool = _f(False, "remove URLs (http://, https://, www.)")
+    remove_emails: bool = _f(False, "remove e-mail addresses")
+    pii: bool = _f(False, "replace CPF, CNPJ, phone numbers, e-mails and CEP by <CPF>, <CNPJ>, <TELEFONE>, <EMAIL>, <CEP>")
+    lowercase: bool = _f(False, "lower-case everything")
+    digits_to_zero: bool = _f(False, "replace every number of 2 or more digits by 0")
+    punct_filter: bool = _f(False, "replace punctuation not in clean.punct_whitelist by a space")
+    punct_whitelist: str = _f(".,;:!?'\"()-", "punctuation kept when clean.punct_filter is on (letters, digits, spaces always kept)")
+    collapse_spaces: bool = _f(True, "collapse runs of spaces/tabs inside a line and trim lines")
+    newlines: str = _f("blank", "newlines: 'keep', 'blank' (at most one blank line), 'single' (no blank lines), 'space' (one line)")
+    min_line_chars: int = _f(0, "drop lines shorter than this (seeds: 40; 0 = off)")
+    min_alpha_ratio: float = _f(0.0, "drop lines whose share of letters is below this (seeds: 0.4; 0 = off)")
+    drop_upper_lines: bool = _f(False, "drop short all-upper-case lines (headers, metadata)")
+    upper_line_max_chars: int = _f(80, "an all-upper-case line at most this long counts as a header")
+    eod_marker: str = _f("", "text appended after each document on a line of its own (seeds: <|endoftext|>; empty = none)")
+    near_dedup: bool = _f(False, "drop near-duplicates with MinHash LSH (needs `pip install 'brlm[dedup]'`)")
+    near_dedup_threshold: float = _f(0.8, "estimated Jaccard similarity of 5-word shingles above which a document is a near-duplicate")
+    near_dedup_num_perm: int = _f(128, "MinHash permutations (more: slower, more exact)")
+
+    def __post_init__(self) -> None:
+        _check(self.preset in CLEAN_PRESETS, "clean.preset", self.preset, f"one of {', '.join(CLEAN_PRESETS)}")
+        _check(self.newlines in ("keep", "blank", "single", "space"), "clean.newlines", self.newlines,
+               "'keep', 'blank', 'single' or 'space'")
+        _check(self.min_line_chars >= 0, "clean.min_line_chars", self.min_line_chars, "an integer >= 0")
+        _check(0.0 <= self.min_alpha_ratio <= 1.0, "clean.min_alpha_ratio", self.min_alpha_ratio, "a number in [0, 1]")
+        _check(self.upper_line_max_chars >= 1, "clean.upper_line_max_chars", self.upper_line_max_chars, "an integer >= 1")
+        _check(0.0 < self.near_dedup_threshold < 1.0, "clean.near_dedup_threshold", self.near_dedup_threshold, "a number in (0, 1)")
+        _check(16 <= self.near_dedup_num_perm <= 1024, "clean.near_dedup_num_perm", self.near_dedup_num_perm, "an integer in [16, 1024]")
+
+
+def clean_preset_overrides(name: str) -> list[str]:
+    """`--clean NAME` as `--set clean.*=...` overrides (user --set values given later win)."""
+    if name not in CLEAN_PRESETS:
+        raise ConfigError(f"--clean {name!r}: unknown cleaning preset; available: {', '.join(CLEAN_PRESETS)}")
+    defaults = {f.name: f.default for f in dataclasses.fields(CleanConfig)}
+    values = {**defaults, **CLEAN_PRESETS[name], "preset": name}
+    return [f"clean.{k}={v}" for k, v in values.items()]
 
 
 @dataclass
 class TokenizerConfig:
-    kind: str = _f("spm", "tokenizer family: 'spm' (SentencePiece)")
+    kind: str = _f("spm", "tokenizer family: 'spm' (SentencePiece) or 'char' (one token per character)")
     model_type: str = _f("unigram", "SentencePiece algorithm: 'unigram' or 'bpe'")
     vocab_size: int = _f(2000, "vocabulary size, including special and byte-fallback pieces")
     byte_fallback: bool = _f(True, "encode unseen characters as UTF-8 byte pieces instead of <unk>")
     character_coverage: float = _f(0.9995, "share of characters covered by the vocabulary (rest: byte fallback)")
     input_sentence_size: int = _f(2_000_000, "maximum lines SentencePiece samples for training")
+    shuffle_input_sentence: bool = _f(True, "shuffle the lines before SentencePiece samples input_sentence_size of them")
+    user_defined_symbols: str = _f("", "comma-separated pieces always kept whole, e.g. <|endoftext|>,<CPF> (newline always is)")
+    split_digits: bool = _f(True, "split numbers into single digits (spm)")
+    max_piece_length: int = _f(16, "longest piece in characters (spm)")
+    unk_id: int = _f(0, "id of <unk>")
+    bos_id: int = _f(1, "id of <s> (begin of text)")
+    eos_id: int = _f(2, "id of </s> (end of text; separates documents in shards)")
+    pad_id: int = _f(-1, "id of <pad> (-1 = no padding token)")
+    min_frequency: int = _f(1, "char tokenizer: characters seen fewer times in the train split become <unk>")
+    allow_misaligned: bool = _f(False, "use a tokenizer whose cleaning config differs from the data's (recorded; normally an error)")
 
     def __post_init__(self) -> None:
-        _check(self.kind == "spm", "tokenizer.kind", self.kind, "'spm'")
+        _check(self.kind in ("spm", "char"), "tokenizer.kind", self.kind, "'spm' or 'char'")
         _check(self.model_type in ("unigram", "bpe"), "tokenizer.model_type", self.model_type, "'unigram' or 'bpe'")
         # 256 byte pieces + 3 specials must fit when byte fallback is on.
         low = 300 if self.byte_fallback else 16
         _check(low <= self.vocab_size <= 1_000_000, "tokenizer.vocab_size", self.vocab_size, f"an integer in [{low}, 1000000]")
         _check(0.9 <= self.character_coverage <= 1.0, "tokenizer.character_coverage", self.character_coverage, "a number in [0.9, 1]")
         _check(self.input_sentence_size > 0, "tokenizer.input_sentence_size", self.input_sentence_size, "an integer > 0")
+        _check(self.min_frequency >= 1, "tokenizer.min_frequency", self.min_frequency, "an integer >= 1")
+        ids = [i for i in (self.unk_id, self.bos_id, self.eos_id, self.pad_id) if i >= 0]
+        _check(self.unk_id >= 0 and len(set(ids)) == len(ids) and max(ids) < 4, "tokenizer.unk_id/bos_id/eos_id/pad_id",
+               (self.unk_id, self.bos_id, self.eos_id, self.pad_id), "distinct ids in [0, 3] (-1 = none; unk required)")
+        _check(self.bos_id >= 0 and self.eos_id >= 0, "tokenizer.bos_id/eos_id", (self.bos_id, self.eos_id),
+               "ids >= 0 (brlm separates documents with eos)")
+        _check(self.max_piece_length >= 1, "tokenizer.max_piece_length", self.max_piece_length, "an integer >= 1")
 
 
 @dataclass
@@ -205,6 +297,7 @@ SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "sample": SampleConfig,
     "cost": CostConfig,
+    "clean": CleanConfig,
 }
 
 
@@ -219,6 +312,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

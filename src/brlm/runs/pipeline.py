@@ -26,8 +26,7 @@ from brlm.runs.artifacts import read_json, read_manifest, write_json, write_text
 from brlm.runs.logging import JSONLLogger, info
 from brlm.runs.registry import RunPaths, RunRecord
 from brlm.runs.report import render_report
-from brlm.tokenizers.base import load_tokenizer
-from brlm.tokenizers.spm import train_spm
+from brlm.tokenizers.base import check_aligned, load_tokenizer, train_tokenizer
 from brlm.train.checkpoint import load_checkpoint
 from brlm.train.loop import resolve_device, train
 
@@ -45,10 +44,11 @@ def write_config(cfg: RunConfig, paths: RunPaths) -> None:
 
 
 def stage_data(cfg: RunConfig, paths: RunPaths, force: bool = False) -> dict[str, Any]:
-    m = prepare_data(cfg.data, paths.data, force=force)
+    m = prepare_data(cfg.data, paths.data, force=force, clean=cfg.clean)
     c = m["counts"]
     info(
-        f"data: {c['docs_in']} documents read -> train {c['train']['docs']} / val {c['val']['docs']} "
+        f"data: {c['docs_in']} documents read -> train {c['train']['docs']} / val {c['val']['docs']}"
+        f"{' / test ' + str(c['test']['docs']) if 'test' in c else ''} "
         f"({c['dropped_short']} too short, {c['dropped_duplicate']} duplicates, {c['utf8_errors']} lines with bad UTF-8)"
     )
     return m
@@ -56,8 +56,10 @@ def stage_data(cfg: RunConfig, paths: RunPaths, force: bool = False) -> dict[str
 
 def stage_tokenizer(cfg: RunConfig, paths: RunPaths, force: bool = False) -> dict[str, Any]:
     data_m = _require(paths.data, "prepared data", "data prepare")
-    m = train_spm(iter_split_texts(paths.data, "train"), cfg.tokenizer, paths.tokenizer, data_key=data_m["key"], force=force)
-    info(f"tokenizer: SentencePiece {cfg.tokenizer.model_type}, vocab {m['vocab_size']}, sha256 {m['sha256'][:12]}")
+    m = train_tokenizer(iter_split_texts(paths.data, "train"), cfg.tokenizer, paths.tokenizer, data_key=data_m["key"], force=force,
+                        cleaning=data_m.get("cleaning"))
+    kind = "characters" if cfg.tokenizer.kind == "char" else f"SentencePiece {cfg.tokenizer.model_type}"
+    info(f"tokenizer: {kind}, vocab {m['vocab_size']}, sha256 {m['sha256'][:12]}")
     return m
 
 
@@ -65,8 +67,11 @@ def stage_shards(cfg: RunConfig, paths: RunPaths, force: bool = False) -> dict[s
     data_m = _require(paths.data, "prepared data", "data prepare")
     tok_m = _require(paths.tokenizer, "tokenizer", "tokenizer train")
     tok = load_tokenizer(paths.tokenizer)
-    texts = {split: iter_split_texts(paths.data, split) for split in ("train", "val")}
-    m = build_shards(texts, tok, paths.shards, data_key=data_m["key"], tokenizer_sha=tok_m["sha256"], force=force)
+    alignment = check_aligned(paths.tokenizer, data_m.get("cleaning"), cfg.tokenizer.allow_misaligned)
+    splits = [s for s in ("train", "val", "test") if f"{s}.jsonl" in data_m.get("files", ["train.jsonl", "val.jsonl"])]
+    texts = {split: iter_split_texts(paths.data, split) for split in splits}
+    m = build_shards(texts, tok, paths.shards, data_key=data_m["key"], tokenizer_sha=tok_m["sha256"], force=force,
+                     workers=cfg.data.workers, alignment=alignment)
     s = m["splits"]
     info(f"shards: train {s['train']['n_tokens']:,} tokens, val {s['val']['n_tokens']:,} tokens ({s['train']['dtype']})")
     return m

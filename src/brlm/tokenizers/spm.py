@@ -48,13 +48,22 @@ class SentencePieceTokenizer:
         self.vocab_size = self.sp.get_piece_size()
         self.bos_id = self.sp.bos_id()
         self.eos_id = self.sp.eos_id()
+        self.unk_id = self.sp.unk_id()
+        self.num_threads = -1  # SentencePiece's own threads for encode_batch; 1 inside shard worker processes
         self._token_bytes: np.ndarray | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes rebuild the processor from the model file (SentencePiece objects do not pickle).
+        return {"model_file": str(self.model_file)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model_file"])
 
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.sp.encode(texts)
+        return self.sp.encode(texts, num_threads=self.num_threads)
 
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode([int(i) for i in ids])
@@ -96,10 +105,17 @@ def _training_error(msg: str, cfg: TokenizerConfig, n_lines: int, out_dir: Path)
     return BrlmError(f"SentencePiece training failed: {msg.strip().splitlines()[-1] if msg.strip() else 'unknown error'}")
 
 
-def train_spm(texts: Iterable[str], cfg: TokenizerConfig, out_dir: str | Path, data_key: str, force: bool = False) -> dict[str, Any]:
+def user_symbols(cfg: TokenizerConfig) -> list[str]:
+    return [s for s in (x.strip() for x in cfg.user_defined_symbols.split(",")) if s]
+
+
+def train_spm(texts: Iterable[str], cfg: TokenizerConfig, out_dir: str | Path, data_key: str, force: bool = False,
+              cleaning: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a SentencePiece model on `texts` (cleaned documents) into `out_dir`.
 
     Skipped when `out_dir` already holds a tokenizer trained with this config on this data.
+    `cleaning` ({"hash", "config"} from the data manifest) is stored in tokenizer.json, so text
+    cleaned differently is caught when it is tokenized (brlm.tokenizers.align).
     """
     import sentencepiece as spm
 
@@ -130,17 +146,18 @@ def train_spm(texts: Iterable[str], cfg: TokenizerConfig, out_dir: str | Path, d
             byte_fallback=cfg.byte_fallback,
             character_coverage=cfg.character_coverage,
             input_sentence_size=cfg.input_sentence_size,
-            shuffle_input_sentence=True,
+            shuffle_input_sentence=cfg.shuffle_input_sentence,
             normalization_rule_name="identity",
             remove_extra_whitespaces=False,
             # No dummy leading space: token bytes then sum to the text's exact UTF-8 length.
             add_dummy_prefix=False,
-            split_digits=True,
-            user_defined_symbols=["\n"],
-            unk_id=UNK_ID,
-            bos_id=BOS_ID,
-            eos_id=EOS_ID,
-            pad_id=-1,
+            split_digits=cfg.split_digits,
+            max_sentencepiece_length=cfg.max_piece_length,
+            user_defined_symbols=["\n"] + [s for s in user_symbols(cfg) if s != "\n"],
+            unk_id=cfg.unk_id,
+            bos_id=cfg.bos_id,
+            eos_id=cfg.eos_id,
+            pad_id=cfg.pad_id,
             max_sentence_length=1 << 16,
             num_threads=max(1, min(os.cpu_count() or 1, 8)),
             minloglevel=2,
@@ -165,6 +182,7 @@ def train_spm(texts: Iterable[str], cfg: TokenizerConfig, out_dir: str | Path, d
             "config": dataclasses.asdict(cfg),
             "trained_on": data_key,
             "training_lines": n_lines,
+            "cleaning": cleaning,
         },
     )
     return write_manifest(out_dir, stage="tokenizer", key=key, files=["spm.model", "tokenizer.json"], sha256=sha, vocab_size=tok.vocab_size)
