@@ -92,3 +92,22 @@ def test_stop_strings_end_generation():
 
     ids, info = generate(M(), [0], 10, make_sampler(0), stop=stop)
     assert ids == [1, 2] and info["stopped"] == "stop string '\\n'"
+
+
+def test_sample_cli_warns_on_long_prompt_and_takes_knobs(tiny_run, tmp_path):
+    import json
+
+    from .conftest import SENTENCES, run_cli
+
+    out = tmp_path / "s.json"
+    long_prompt = " ".join(SENTENCES)  # far longer than the tiny model's 32-token context
+    proc = run_cli("sample", str(tiny_run), "--prompt", long_prompt, "--temperature", "0", "--max-new-tokens", "4",
+                   "--repetition-penalty", "1.3", "--stop", "\\n\\n", "--out", str(out), check=True)
+    assert "warning: prompt truncated from the left" in proc.stdout
+    row = json.loads(out.read_text())[0]
+    assert row["repetition_penalty"] == 1.3 and row["cache"] is True and "last 31 of" in row["warning"]
+    cached = row["completion"]
+    proc = run_cli("sample", str(tiny_run), "--prompt", long_prompt, "--temperature", "0", "--max-new-tokens", "4",
+                   "--repetition-penalty", "1.3", "--no-cache", "--out", str(out), check=True)
+    row = json.loads(out.read_text())[0]
+    assert row["cache"] is False and row["completion"] == cached

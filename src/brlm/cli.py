@@ -18,6 +18,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval": ("brlm.verbs.eval", "evaluate a run's checkpoint (eval intrinsic): loss, ppl, accuracy, bits/byte"),
     "sample": ("brlm.verbs.sample", "generate text from a run's checkpoint"),
     "report": ("brlm.verbs.report", "render report.md from a run folder"),
+    "runs": ("brlm.verbs.runs", "list run folders: status, preset, params, bits/byte, tokens, wall time (runs list)"),
+    "compare": ("brlm.verbs.compare", "side-by-side table of runs (Markdown + CSV) with loss/throughput plots"),
 }
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from brlm.config import RunConfig
-from brlm.data.loader import Windows, fixed_indices
+from brlm.data.loader import Windows
 from brlm.data.prepare import iter_split_texts, prepare_data
 from brlm.data.shards import build_shards, open_shard
 from brlm.errors import BrlmError
-from brlm.eval.intrinsic import evaluate_windows, indices_hash
+from brlm.eval.intrinsic import evaluate_windows
 from brlm.eval.samples import generate_samples
 from brlm.runs.artifacts import read_json, read_manifest, write_json, write_text
 from brlm.runs.logging import JSONLLogger, info
@@ -94,28 +94,38 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
 
 
 def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best") -> dict[str, Any]:
+    from brlm.eval.intrinsic import doc_groups, read_doc_categories, select_windows, token_chars
+
     _require(paths.shards, "shards", "train")
     device = resolve_device(cfg.train.device)
     model, meta = load_checkpoint(paths.checkpoints, checkpoint, device=str(device))
     tok = load_tokenizer(paths.tokenizer)
     block = model.block_size
     stride = cfg.eval.stride or block
-    val = Windows(open_shard(paths.shards / "val.bin"), block, stride, name="validation")
-    idx = fixed_indices(len(val), cfg.eval.max_windows)
+    tokens = open_shard(paths.shards / "val.bin")
+    val = Windows(tokens, block, stride, name="validation")
     shard_hash = read_json(paths.shards / "manifest.json")["key"]
-    result = evaluate_windows(model, val, idx, tok.token_bytes(), batch_size=cfg.eval.batch_size, device=device)
+    store = Path(cfg.eval.windows_cache) if cfg.eval.windows_cache else paths.root / "eval_windows"
+    idx, windows_sha = select_windows(len(val), cfg.eval.max_windows, shard_hash, block, stride, store)
+    groups = names = None
+    cats = read_doc_categories(paths.data / "val.jsonl", cfg.eval.category_field)
+    if cats:
+        groups, names = doc_groups(tokens, tok.eos_id, cats)
+    result = evaluate_windows(model, val, idx, tok.token_bytes(), batch_size=cfg.eval.batch_size, device=device,
+                              token_chars=token_chars(tok), groups=groups, group_names=names)
     result.update(
         checkpoint=checkpoint,
         step=meta["step"],
         block_size=block,
         stride=stride,
-        windows_sha256=indices_hash(idx, f"{shard_hash}:{block}:{stride}"),
+        windows_sha256=windows_sha,
         tokenizer_sha256=meta.get("tokenizer_sha256"),
     )
     write_json(paths.eval, result)
     info(
         f"eval: loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | acc {result['accuracy']:.4f} | "
-        f"bits/byte {result['bits_per_byte']:.4f} on {result['windows']} windows"
+        f"bits/byte {result['bits_per_byte']:.4f} | bits/char {result['bits_per_char']:.4f} on {result['windows']} windows "
+        f"({result['tokens_per_s'] or 0:,.0f} tokens/s)"
     )
     return result
 

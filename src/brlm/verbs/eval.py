@@ -5,6 +5,7 @@ category when the data has one); writes `<run>/eval.json`.
 the standard prompts x several seeds, with pass/fail; writes `<run>/guardrails.json`.
 
     brlm eval intrinsic runs/demo --checkpoint last --set eval.max_windows=1000
+    brlm eval intrinsic runs/demo --hf exported/demo-hf     # a Hugging Face model folder, offline
     brlm eval guardrails runs/demo --seeds 5 --max-short-piece 0.12
 """
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("intrinsic", help="intrinsic metrics on fixed validation windows")
     ev.add_argument("run", help="run folder")
     ev.add_argument("--checkpoint", default="best", help="'best', 'last' or a step number (default: best)")
+    ev.add_argument("--hf", metavar="DIR", help="score a Hugging Face model folder (offline) on the run's validation data instead")
+    ev.add_argument("--out", help="with --hf: output JSON (default: <run>/eval_hf.json)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval settings")
     gr = sub.add_parser("guardrails", help="readability guardrails on generated samples (pass/fail)")
     gr.add_argument("run", help="run folder")
@@ -42,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["aggregate"], indent=2))
         return 0
     cfg = resolve_config(args, paths.root)
+    if args.hf:
+        from brlm.eval.hf import evaluate_hf_dir
+
+        result = evaluate_hf_dir(cfg, paths.root, args.hf, args.out)
+        print(json.dumps(result, indent=2))
+        return 0
     result = stage_eval(cfg, paths, checkpoint=args.checkpoint)
     print(json.dumps(result, indent=2))
     return 0
