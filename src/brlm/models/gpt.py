@@ -2,7 +2,6 @@
 `scaled_dot_product_attention`, GELU MLP, tied input/output embeddings by default (as nanoGPT).
 
     from brlm.config import ModelConfig
-from brlm.models.cache import KVCache
     model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=64), vocab_size=300)
     logits, loss = model(idx, targets)   # idx, targets: (B, T) int64
 
