@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.brlm-installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,15 @@ setup: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/brlm run demo
+	@echo "relatório (report): runs/demo/report.md e runs/demo/report.html"
 
 test: setup
 	$(PY) -m pytest
+
+# Optional: Debian's Chromium for the headless-browser test of report.html (tests/test_report_html.py
+# skips without it). Never fails the build when apt is missing or offline.
+browser:
+	-command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && apt-get update -qq && apt-get install -y -qq chromium) || echo "chromium not installed: the browser test will be skipped"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

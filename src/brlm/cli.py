@@ -19,6 +19,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "sample": ("brlm.verbs.sample", "generate text from a run's checkpoint"),
     "report": ("brlm.verbs.report", "render report.md from a run folder"),
     "estimate": ("brlm.verbs.estimate", "predict memory, compute and cost before a run (estimate memory|compute|fits)"),
+    "runs": ("brlm.verbs.runs", "list run folders: status, preset, params, bits/byte, tokens, wall time (runs list)"),
+    "compare": ("brlm.verbs.compare", "side-by-side table of runs (Markdown + CSV) with loss/throughput plots"),
 }
 
 

@@ -248,6 +248,8 @@ class EvalConfig:
     stride: int = _f(0, "step between evaluation windows (0 = block_size, no overlap)")
     max_windows: int = _f(512, "evaluate at most this many validation windows, evenly spread")
     batch_size: int = _f(16, "windows per forward pass")
+    category_field: str = _f("auto", "document field for the per-category breakdown ('auto': category, domain, categoria; '' = off)")
+    windows_cache: str = _f("", "folder for the fixed window sets, keyed by shard hash, block and stride ('' = <run>/eval_windows)")
 
     def __post_init__(self) -> None:
         _check(self.stride >= 0, "eval.stride", self.stride, "an integer >= 0")
@@ -264,6 +266,9 @@ class SampleConfig:
     top_p: float = _f(0.95, "keep the smallest set of tokens with this much probability (1 = off)")
     seed: int = _f(1234, "sampling seed")
     num_samples: int = _f(1, "samples per prompt (seeds seed, seed+1, ...)")
+    repetition_penalty: float = _f(1.0, "divide logits of tokens already in the context by this (1 = off; CTRL)")
+    stop: str = _f("", "stop strings separated by '|' ('\\n' for a newline); the completion ends before the first")
+    use_cache: bool = _f(True, "decode with the model's KV cache / carried state when it has one")
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens >= 1, "sample.max_new_tokens", self.max_new_tokens, "an integer >= 1")
@@ -271,6 +276,24 @@ class SampleConfig:
         _check(self.top_k >= 0, "sample.top_k", self.top_k, "an integer >= 0")
         _check(0 < self.top_p <= 1, "sample.top_p", self.top_p, "a number in (0, 1]")
         _check(self.num_samples >= 1, "sample.num_samples", self.num_samples, "an integer >= 1")
+        _check(self.repetition_penalty > 0, "sample.repetition_penalty", self.repetition_penalty, "a number > 0")
+
+
+@dataclass
+class GuardrailsConfig:
+    prompts: str = _f("builtin:prompts", "prompts: builtin:prompts or a text file with one prompt per line")
+    num_seeds: int = _f(5, "samples per prompt, seeds sample.seed, sample.seed+1, ...")
+    max_new_tokens: int = _f(0, "tokens generated per sample (0 = sample.max_new_tokens)")
+    max_byte_fallback: float = _f(0.03, "pass when at most this share of generated tokens are byte-fallback pieces")
+    max_short_piece: float = _f(0.12, "pass when at most this share of generated pieces are alphabetic with <= 2 characters")
+    short_piece_chars: int = _f(2, "an alphabetic piece this short or shorter counts as a short piece")
+
+    def __post_init__(self) -> None:
+        _check(self.num_seeds >= 1, "guardrails.num_seeds", self.num_seeds, "an integer >= 1")
+        _check(self.max_new_tokens >= 0, "guardrails.max_new_tokens", self.max_new_tokens, "an integer >= 0")
+        _check(0 <= self.max_byte_fallback <= 1, "guardrails.max_byte_fallback", self.max_byte_fallback, "a number in [0, 1]")
+        _check(0 <= self.max_short_piece <= 1, "guardrails.max_short_piece", self.max_short_piece, "a number in [0, 1]")
+        _check(self.short_piece_chars >= 1, "guardrails.short_piece_chars", self.short_piece_chars, "an integer >= 1")
 
 
 @dataclass
@@ -298,6 +321,7 @@ SECTIONS: dict[str, type] = {
     "sample": SampleConfig,
     "cost": CostConfig,
     "clean": CleanConfig,
+    "guardrails": GuardrailsConfig,
 }
 
 
@@ -313,6 +337,7 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
+    guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

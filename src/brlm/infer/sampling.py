@@ -1,18 +1,19 @@
-"""Sampling as a chain of small logit filters (temperature, top-k, top-p), as mlx-lm's
-`make_sampler`, and plain autoregressive generation.
+"""Sampling as a chain of small logit filters (repetition penalty, temperature, top-k, top-p),
+as mlx-lm's `make_sampler`, plus stop strings. Decoding itself lives in brlm.infer.engine.
 
-    sampler = make_sampler(temperature=0.8, top_k=50, top_p=0.95)
+    sampler = make_sampler(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1)
     ids, info = generate(model, prompt_ids, 60, sampler, generator=torch.Generator().manual_seed(0))
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-Sampler = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+# f(logits (B, V), generator, history (B, t) of ids so far or None) -> next ids (B, 1).
+Sampler = Callable[..., torch.Tensor]
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -35,21 +36,59 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def make_sampler(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Sampler:
-    """Return f(logits (B, V), generator) -> next ids (B, 1). temperature 0 means greedy."""
+def repetition_penalty_filter(logits: torch.Tensor, history: torch.Tensor | None, penalty: float) -> torch.Tensor:
+    """CTRL's penalty (Keskar et al. 2019, arXiv:1909.05858 §4.1): a token already in the context
+    has its logit divided by `penalty` when positive and multiplied by it when negative."""
+    if penalty == 1.0 or history is None or history.numel() == 0:
+        return logits
+    seen = torch.gather(logits, -1, history)  # (B, t)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(-1, history, seen)
 
-    def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+
+def make_sampler(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0) -> Sampler:
+    """Return f(logits (B, V), generator=None, history=None) -> next ids (B, 1).
+
+    Temperature 0 means greedy (argmax after the repetition penalty)."""
+
+    def sample(logits: torch.Tensor, generator: torch.Generator | None = None, history: torch.Tensor | None = None) -> torch.Tensor:
+        logits = repetition_penalty_filter(logits.float(), history, repetition_penalty)
         if temperature == 0:
             return logits.argmax(-1, keepdim=True)
-        logits = logits.float() / temperature
-        logits = top_p_filter(top_k_filter(logits, top_k), top_p)
+        logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
         probs = torch.softmax(logits, dim=-1)
         return torch.multinomial(probs, 1, generator=generator)
 
     return sample
 
 
-@torch.no_grad()
+def make_stop(tokenizer: Any, stop_strings: list[str]) -> Callable[[list[int]], str | None] | None:
+    """A stop test for the engine: stop as soon as the decoded completion contains a stop string."""
+    stops = [s for s in stop_strings if s]
+    if not stops:
+        return None
+
+    def stop(new_ids: list[int]) -> str | None:
+        text = tokenizer.decode(new_ids)
+        for s in stops:
+            if s in text:
+                return f"stop string {s!r}"
+        return None
+
+    return stop
+
+
+def cut_at_stop(text: str, stop_strings: list[str]) -> str:
+    """The completion up to (not including) the first stop string."""
+    cut = min((i for i in (text.find(s) for s in stop_strings if s) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def parse_stop_strings(spec: str) -> list[str]:
+    """Config form: stop strings separated by '|', with '\\n' written as an escape."""
+    return [s.replace("\\n", "\n").replace("\\t", "\t") for s in spec.split("|") if s] if spec else []
+
+
 def generate(
     model: nn.Module,
     prompt_ids: list[int],
@@ -58,30 +97,10 @@ def generate(
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
     device: str | torch.device = "cpu",
+    use_cache: bool = True,
+    stop: Callable[[list[int]], str | None] | None = None,
 ) -> tuple[list[int], dict]:
-    """Generate up to max_new_tokens after prompt_ids. Returns (new ids, info).
+    """Generate up to max_new_tokens after prompt_ids (see brlm.infer.engine.generate)."""
+    from brlm.infer.engine import generate as engine_generate
 
-    A prompt longer than the context is cut from the left and `info["warning"]` says so; the
-    context window slides over the generated text the same way.
-    """
-    block = model.block_size
-    info: dict = {"prompt_tokens": len(prompt_ids)}
-    if len(prompt_ids) > block - 1:
-        keep = block - 1
-        info["warning"] = f"prompt truncated from the left: kept the last {keep} of {len(prompt_ids)} tokens (block_size={block})"
-        prompt_ids = prompt_ids[-keep:]
-    if not prompt_ids:
-        raise ValueError("empty prompt: need at least one token")
-    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
-    new: list[int] = []
-    for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -block:])
-        nxt = sampler(logits[:, -1, :], generator)  # (1, 1)
-        token = int(nxt.item())
-        if eos_id is not None and token == eos_id:
-            info["stopped"] = "eos"
-            break
-        new.append(token)
-        idx = torch.cat([idx, nxt.to(idx.device)], dim=1)
-    info.setdefault("stopped", "max_new_tokens")
-    return new, info
+    return engine_generate(model, prompt_ids, max_new_tokens, sampler, generator, eos_id, device, use_cache, stop)

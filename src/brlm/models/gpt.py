@@ -4,6 +4,12 @@
     from brlm.config import ModelConfig
     model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=64), vocab_size=300)
     logits, loss = model(idx, targets)   # idx, targets: (B, T) int64
+
+Decoding with a KV cache (brlm.models.cache protocol; brlm.infer.engine uses it):
+
+    cache = model.make_cache(batch_size=1, max_len=model.block_size, device="cpu")
+    logits, _ = model(prompt, cache=cache)      # prefill; cache.pos == prompt length
+    logits, _ = model(next_token, cache=cache)  # one position per step
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brlm.config import ModelConfig
+from brlm.models.cache import KVCache
 
 
 class CausalSelfAttention(nn.Module):
@@ -27,14 +34,26 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         hs = C // self.n_head
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        else:
+            past = cache.pos
+            k, v = cache.update(layer, k, v)  # (B, nh, past+T, hs)
+            if past == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            elif T == 1:
+                y = F.scaled_dot_product_attention(q, k, v)  # one new query sees every stored position
+            else:
+                # T new queries after `past` stored positions: query i sees keys [0, past + i].
+                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, past+T)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -59,8 +78,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -97,14 +116,26 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())  # tied weights counted once
         return n - self.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def make_cache(self, batch_size: int, max_len: int | None = None, device: str | torch.device = "cpu") -> KVCache:
+        """An empty KV cache for up to max_len positions (at most block_size: positions are learned)."""
+        max_len = min(max_len or self.block_size, self.block_size)
+        cfg = self.cfg
+        dtype = self.wte.weight.dtype
+        return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.n_embd // cfg.n_head, max_len, device=device, dtype=dtype)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.shape
-        if T > self.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.block_size}")
-        pos = torch.arange(T, device=idx.device)
+        start = cache.pos if cache is not None else 0
+        if start + T > self.block_size:
+            raise ValueError(f"sequence of {start + T} tokens is longer than block_size={self.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-        for block in self.h:
-            x = block(x)
+        for i, block in enumerate(self.h):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.advance(T)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:

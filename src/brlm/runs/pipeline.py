@@ -13,15 +13,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from brlm.config import RunConfig
-from brlm.data.loader import Windows, fixed_indices
+from brlm.data.loader import Windows
 from brlm.data.prepare import iter_split_texts, prepare_data
 from brlm.data.shards import build_shards, open_shard
 from brlm.errors import BrlmError
-from brlm.eval.intrinsic import evaluate_windows, indices_hash
-from brlm.infer.sampling import generate, make_sampler
+from brlm.eval.intrinsic import evaluate_windows
+from brlm.eval.samples import generate_samples
 from brlm.runs.artifacts import read_json, read_manifest, write_json, write_text
 from brlm.runs.logging import JSONLLogger, info
 from brlm.runs.registry import RunPaths, RunRecord
@@ -101,28 +99,38 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
 
 
 def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best") -> dict[str, Any]:
+    from brlm.eval.intrinsic import doc_groups, read_doc_categories, select_windows, token_chars
+
     _require(paths.shards, "shards", "train")
     device = resolve_device(cfg.train.device)
     model, meta = load_checkpoint(paths.checkpoints, checkpoint, device=str(device))
     tok = load_tokenizer(paths.tokenizer)
     block = model.block_size
     stride = cfg.eval.stride or block
-    val = Windows(open_shard(paths.shards / "val.bin"), block, stride, name="validation")
-    idx = fixed_indices(len(val), cfg.eval.max_windows)
+    tokens = open_shard(paths.shards / "val.bin")
+    val = Windows(tokens, block, stride, name="validation")
     shard_hash = read_json(paths.shards / "manifest.json")["key"]
-    result = evaluate_windows(model, val, idx, tok.token_bytes(), batch_size=cfg.eval.batch_size, device=device)
+    store = Path(cfg.eval.windows_cache) if cfg.eval.windows_cache else paths.root / "eval_windows"
+    idx, windows_sha = select_windows(len(val), cfg.eval.max_windows, shard_hash, block, stride, store)
+    groups = names = None
+    cats = read_doc_categories(paths.data / "val.jsonl", cfg.eval.category_field)
+    if cats:
+        groups, names = doc_groups(tokens, tok.eos_id, cats)
+    result = evaluate_windows(model, val, idx, tok.token_bytes(), batch_size=cfg.eval.batch_size, device=device,
+                              token_chars=token_chars(tok), groups=groups, group_names=names)
     result.update(
         checkpoint=checkpoint,
         step=meta["step"],
         block_size=block,
         stride=stride,
-        windows_sha256=indices_hash(idx, f"{shard_hash}:{block}:{stride}"),
+        windows_sha256=windows_sha,
         tokenizer_sha256=meta.get("tokenizer_sha256"),
     )
     write_json(paths.eval, result)
     info(
         f"eval: loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | acc {result['accuracy']:.4f} | "
-        f"bits/byte {result['bits_per_byte']:.4f} on {result['windows']} windows"
+        f"bits/byte {result['bits_per_byte']:.4f} | bits/char {result['bits_per_char']:.4f} on {result['windows']} windows "
+        f"({result['tokens_per_s'] or 0:,.0f} tokens/s)"
     )
     return result
 
@@ -151,27 +159,11 @@ def stage_sample(cfg: RunConfig, paths: RunPaths, prompts: list[str] | None = No
     device = resolve_device(cfg.train.device)
     model, meta = load_checkpoint(paths.checkpoints, checkpoint, device=str(device))
     tok = load_tokenizer(paths.tokenizer)
-    sampler = make_sampler(sc.temperature, sc.top_k, sc.top_p)
+    rows = generate_samples(model, tok, prompts if prompts is not None else read_prompts(sc.prompts), sc, device=device)
     results = []
-    for prompt in prompts if prompts is not None else read_prompts(sc.prompts):
-        for i in range(sc.num_samples):
-            seed = sc.seed + i
-            gen = torch.Generator(device=device).manual_seed(seed)
-            ids, gen_info = generate(model, tok.encode(prompt), sc.max_new_tokens, sampler, generator=gen, eos_id=tok.eos_id, device=device)
-            row = {
-                "prompt": prompt,
-                "completion": tok.decode(ids),
-                "seed": seed,
-                "new_tokens": len(ids),
-                "temperature": sc.temperature,
-                "top_k": sc.top_k,
-                "top_p": sc.top_p,
-                "checkpoint_step": meta["step"],
-                **gen_info,
-            }
-            if "warning" in gen_info:
-                info(f"warning: {gen_info['warning']}")
-            results.append(row)
+    for row in rows:
+        row.pop("ids", None)
+        results.append({**row, "checkpoint_step": meta["step"]})
     write_json(out or paths.samples, results)
     return results
 
@@ -197,6 +189,33 @@ def stage_cost(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
     return result
 
 
+def stage_guardrails(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best") -> dict[str, Any]:
+    """The standard prompts x guardrails.num_seeds seeds, scored by brlm.eval.guardrails."""
+    from brlm.eval.guardrails import aggregate, jsonl_texts, sample_guardrails, training_vocabulary
+
+    gc, sc = cfg.guardrails, cfg.sample
+    device = resolve_device(cfg.train.device)
+    model, meta = load_checkpoint(paths.checkpoints, checkpoint, device=str(device))
+    tok = load_tokenizer(paths.tokenizer)
+    train_jsonl = paths.data / "train.jsonl"
+    vocab = training_vocabulary(jsonl_texts(train_jsonl)) if train_jsonl.is_file() else None
+    seeds = [sc.seed + i for i in range(gc.num_seeds)]
+    rows = generate_samples(model, tok, read_prompts(gc.prompts), sc, seeds=seeds, max_new_tokens=gc.max_new_tokens or None,
+                            device=device, desc="guardrails")
+    for row in rows:
+        row.update(sample_guardrails(tok, row.pop("ids"), row["completion"], vocab, gc.short_piece_chars))
+        row["passed"] = row["byte_fallback_ratio"] <= gc.max_byte_fallback and row["short_piece_ratio"] <= gc.max_short_piece
+    agg = aggregate(rows, gc.max_byte_fallback, gc.max_short_piece)
+    result = {"checkpoint": checkpoint, "step": meta["step"], "num_seeds": gc.num_seeds, "aggregate": agg, "samples": rows}
+    write_json(paths.root / "guardrails.json", result)
+    info(
+        f"guardrails: byte fallback {agg['byte_fallback_ratio']:.3f} (<= {gc.max_byte_fallback}) | short pieces "
+        f"{agg['short_piece_ratio']:.3f} (<= {gc.max_short_piece}) | distinct-2 {agg['distinct_2'] or 0:.3f} | "
+        f"{'PASS' if agg['passed'] else 'FAIL'} ({agg['samples_passed']}/{agg['samples']} samples pass)"
+    )
+    return result
+
+
 def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> Path:
     """Every stage in order; the run record says how it ended. Returns the report path."""
     write_config(cfg, paths)
@@ -214,6 +233,7 @@ def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> 
         stage_cost(cfg, paths)
         stage_eval(cfg, paths)
         stage_sample(cfg, paths)
+        stage_guardrails(cfg, paths)
     except BaseException as e:
         msg = str(e) if isinstance(e, BrlmError) else f"{e.__class__.__name__}: {e}"
         record.finish("failed", error=msg or e.__class__.__name__)

@@ -35,3 +35,62 @@ def loss_curve(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+    return path
+
+
+def overlay_loss_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> Path | None:
+    """Validation loss (train loss dotted) of several runs against tokens seen, one colour per run."""
+    if not any(any("val_loss" in r or "train_loss" in r for r in rows) for rows in runs.values()):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for i, (name, rows) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        val = [(r["tokens"], r["val_loss"]) for r in rows if "val_loss" in r]
+        train = [(r["tokens"], r["train_loss"]) for r in rows if "train_loss" in r]
+        if val:
+            ax.plot(*zip(*val), "o-", color=color, label=f"{name} (val)", lw=1.5, ms=3)
+        if train:
+            ax.plot(*zip(*train), ":", color=color, label=f"{name} (treino)", lw=1)
+    ax.set_xlabel("tokens vistos")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("loss por execução (só compara execuções com o mesmo tokenizador)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def overlay_throughput(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> Path | None:
+    """Training tokens/s over steps, one line per run."""
+    if not any(any("tokens_per_s" in r for r in rows) for rows in runs.values()):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    for i, (name, rows) in enumerate(runs.items()):
+        pts = [(r["step"], r["tokens_per_s"]) for r in rows if "tokens_per_s" in r]
+        if pts:
+            ax.plot(*zip(*pts), "-", color=f"C{i % 10}", label=name, lw=1.3)
+    ax.set_xlabel("passo")
+    ax.set_ylabel("tokens/s (treino)")
+    ax.set_title("vazão de treino")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

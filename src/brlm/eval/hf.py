@@ -1,0 +1,151 @@
+"""Intrinsic evaluation of a Hugging Face model directory (AutoModelForCausalLM + its tokenizer,
+from a local folder, offline) on a brlm run's validation split, with the same fixed-window,
+bits-per-byte machinery as brlm checkpoints, so the two compare in bits per byte.
+
+    brlm eval intrinsic runs/demo --hf path/to/hf-model     # -> runs/demo/eval_hf.json
+
+Needs `pip install 'brlm[hf]'` (transformers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from brlm.data.loader import Windows
+from brlm.data.prepare import iter_split_texts
+from brlm.errors import BrlmError
+from brlm.eval.intrinsic import doc_groups, evaluate_windows, read_doc_categories, select_windows, token_chars
+from brlm.runs.artifacts import write_json
+from brlm.runs.logging import info
+from brlm.train.loop import resolve_device
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise BrlmError("evaluating a Hugging Face model needs transformers: pip install 'brlm[hf]'") from None
+    return transformers
+
+
+class HFCausalLM(nn.Module):
+    """Wraps a transformers causal LM in brlm's model protocol: `logits, _ = model(idx)`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        cfg = model.config
+        self.block_size = int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024)
+        self.vocab_size = int(cfg.vocab_size)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        return self.model(input_ids=idx, use_cache=False).logits, None  # (B, T, V)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map (openai/gpt-2 encoder.py), which byte-level BPE
+    vocabularies are written in."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+class HFTokenizer:
+    """A transformers tokenizer seen through brlm's Tokenizer protocol (encode, decode,
+    token_bytes, piece)."""
+
+    def __init__(self, tok: Any):
+        self.tok = tok
+        self.vocab_size = len(tok)
+        self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else -1
+        self.bos_id = tok.bos_token_id if tok.bos_token_id is not None else -1
+        self._token_bytes: np.ndarray | None = None
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def piece(self, token_id: int) -> str:
+        return self.tok.convert_ids_to_tokens(int(token_id))
+
+    def token_bytes(self) -> np.ndarray:
+        """Bytes per id. Byte-level BPE pieces (GPT-2 style) map back to bytes exactly; other
+        tokenizers fall back to the UTF-8 length of the decoded piece."""
+        if self._token_bytes is None:
+            byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
+            special = set(self.tok.all_special_ids)
+            out = np.zeros(self.vocab_size, dtype=np.int64)
+            pieces = self.tok.convert_ids_to_tokens(list(range(self.vocab_size)))
+            byte_level = all(all(ch in byte_decoder for ch in p) for i, p in enumerate(pieces) if p and i not in special)
+            for i, p in enumerate(pieces):
+                if i in special or p is None:
+                    continue
+                out[i] = len(p) if byte_level else len(self.tok.convert_tokens_to_string([p]).encode("utf-8"))
+            self._token_bytes = out
+        return self._token_bytes
+
+
+def load_hf(folder: str | Path, device: str | torch.device = "cpu") -> tuple[HFCausalLM, HFTokenizer]:
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise BrlmError(f"--hf {folder}: not a Hugging Face model folder (config.json missing)")
+    tf = _transformers()
+    try:
+        model = tf.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+        tok = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise BrlmError(f"--hf {folder}: cannot load model/tokenizer ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+    return HFCausalLM(model).to(device).eval(), HFTokenizer(tok)
+
+
+def tokenize_docs(tok: HFTokenizer, texts: list[str]) -> np.ndarray:
+    """Documents followed by the end-of-text id, as brlm's shards lay them out."""
+    ids: list[int] = []
+    for t in texts:
+        ids += tok.encode(t) + [tok.eos_id]
+    return np.asarray(ids, dtype=np.int64)
+
+
+def evaluate_hf_dir(cfg: Any, run_root: str | Path, folder: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Score a Hugging Face model folder on a run's val.jsonl; writes `<run>/eval_hf.json`."""
+    run_root = Path(run_root)
+    val_jsonl = run_root / "data" / "val.jsonl"
+    if not val_jsonl.is_file():
+        raise BrlmError(f"{val_jsonl}: no validation split; run `brlm data prepare` for this run first")
+    device = resolve_device(cfg.train.device)
+    model, tok = load_hf(folder, device)
+    if tok.eos_id < 0:
+        raise BrlmError(f"--hf {folder}: the tokenizer has no end-of-text token (eos_token); cannot mark document ends")
+    tokens = tokenize_docs(tok, list(iter_split_texts(run_root / "data", "val")))
+    block = min(model.block_size, cfg.model.block_size)
+    stride = cfg.eval.stride or block
+    val = Windows(tokens, block, stride, name="validation")
+    data_hash = hashlib.sha256(tokens.tobytes()).hexdigest()
+    store = Path(cfg.eval.windows_cache) if cfg.eval.windows_cache else run_root / "eval_windows"
+    idx, sha = select_windows(len(val), cfg.eval.max_windows, data_hash, block, stride, store)
+    groups = names = None
+    cats = read_doc_categories(val_jsonl, cfg.eval.category_field)
+    if cats:
+        groups, names = doc_groups(tokens, tok.eos_id, cats)
+    result = evaluate_windows(model, val, idx, tok.token_bytes(), batch_size=cfg.eval.batch_size, device=device,
+                              token_chars=token_chars(tok), groups=groups, group_names=names)
+    result.update(checkpoint=f"hf:{Path(folder).resolve()}", step=None, block_size=block, stride=stride, windows_sha256=sha,
+                  tokenizer_sha256=f"hf:{hashlib.sha256(str(sorted(tok.tok.get_vocab().items())).encode()).hexdigest()}")
+    write_json(Path(out) if out else run_root / "eval_hf.json", result)
+    info(f"eval (hf): loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | bits/byte {result['bits_per_byte']:.4f} "
+         f"| bits/char {result['bits_per_char']:.4f} on {result['windows']} windows")
+    return result

@@ -1,0 +1,59 @@
+"""Samples for prompts x seeds: the rows `samples.json` and `guardrails.json` hold.
+
+    rows = generate_samples(model, tok, ["O Banco Central"], cfg.sample, seeds=[1234, 1235])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from brlm.config import SampleConfig
+from brlm.infer.engine import generate
+from brlm.infer.sampling import cut_at_stop, make_sampler, make_stop, parse_stop_strings
+from brlm.runs.logging import info, progress
+
+
+def generate_samples(
+    model: nn.Module,
+    tok: Any,
+    prompts: list[str],
+    sc: SampleConfig,
+    seeds: list[int] | None = None,
+    max_new_tokens: int | None = None,
+    device: str | torch.device = "cpu",
+    desc: str = "sample",
+) -> list[dict[str, Any]]:
+    """One row per (prompt, seed), with the generated ids so guardrails can read the pieces."""
+    seeds = seeds if seeds is not None else [sc.seed + i for i in range(sc.num_samples)]
+    max_new = max_new_tokens or sc.max_new_tokens
+    sampler = make_sampler(sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty)
+    stops = parse_stop_strings(sc.stop)
+    stop = make_stop(tok, stops)
+    rows = []
+    jobs = [(p, s) for p in prompts for s in seeds]
+    for prompt, seed in progress(jobs, desc=desc, unit="sample", total=len(jobs)):
+        gen = torch.Generator(device=device).manual_seed(seed)
+        ids, gen_info = generate(model, tok.encode(prompt), max_new, sampler, generator=gen, eos_id=tok.eos_id,
+                                 device=device, use_cache=sc.use_cache, stop=stop)
+        completion = cut_at_stop(tok.decode(ids), stops)
+        seconds = gen_info.pop("seconds", 0.0)
+        row = {
+            "prompt": prompt,
+            "completion": completion,
+            "seed": seed,
+            "new_tokens": len(ids),
+            "ids": ids,
+            "tokens_per_s": len(ids) / seconds if seconds > 0 else None,
+            "temperature": sc.temperature,
+            "top_k": sc.top_k,
+            "top_p": sc.top_p,
+            "repetition_penalty": sc.repetition_penalty,
+            **gen_info,
+        }
+        if "warning" in gen_info:
+            info(f"warning: {gen_info['warning']}")
+        rows.append(row)
+    return rows

@@ -1,0 +1,131 @@
+"""Run summaries for `brlm runs list` and the side-by-side table of `brlm compare`.
+
+Everything comes from the run folders (run.json, train.json, eval.json, guardrails.json,
+cost.json, metrics.jsonl). Perplexity and loss only compare runs that share a tokenizer, so
+bits per byte comes first and a warning is added when the tokenizers differ.
+
+    rows = [summarize_run(p) for p in ("runs/a", "runs/b")]
+    md, csv_text, warnings = comparison_table(rows)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from brlm.errors import BrlmError
+from brlm.runs.artifacts import read_json
+from brlm.runs.logging import format_seconds
+from brlm.runs.registry import RunPaths
+
+
+def _load(path: Path) -> Any:
+    try:
+        return read_json(path) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def summarize_run(run_dir: str | Path) -> dict[str, Any]:
+    paths = RunPaths(Path(run_dir))
+    if not paths.root.is_dir():
+        raise BrlmError(f"{paths.root}: run folder not found")
+    record = _load(paths.record) or {}
+    summary = _load(paths.train_summary) or {}
+    ev = _load(paths.eval) or {}
+    guard = (_load(paths.root / "guardrails.json") or {}).get("aggregate") or {}
+    cost = _load(paths.root / "cost.json") or {}
+    tok_meta = _load(paths.tokenizer / "tokenizer.json") or {}
+    tokenizer = ev.get("tokenizer_sha256") or (record.get("hashes") or {}).get("tokenizer") or tok_meta.get("sha256")
+    return {
+        "run": paths.root.name,
+        "path": str(paths.root),
+        "status": record.get("status"),
+        "preset": record.get("preset"),
+        "scale": record.get("scale"),
+        "params": summary.get("n_params"),
+        "bits_per_byte": ev.get("bits_per_byte"),
+        "bits_per_char": ev.get("bits_per_char"),
+        "loss": ev.get("loss"),
+        "perplexity": ev.get("perplexity"),
+        "accuracy": ev.get("accuracy"),
+        "best_val_loss": summary.get("best_val_loss"),
+        "tokens_seen": summary.get("tokens_seen"),
+        "tokens_per_s": summary.get("tokens_per_s"),
+        "wall_time_s": summary.get("wall_time_s"),
+        "total_flops": cost.get("total_flops"),
+        "estimated_cost_usd": cost.get("estimated_cost_usd"),
+        "guardrails_passed": guard.get("passed"),
+        "tokenizer_sha256": tokenizer,
+        "vocab_size": tok_meta.get("vocab_size"),
+    }
+
+
+def find_runs(runs_dir: str | Path) -> list[Path]:
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise BrlmError(f"--runs-dir {root}: folder not found")
+    return sorted(p for p in root.iterdir() if (p / "run.json").is_file())
+
+
+def _num(x: Any, fmt: str) -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def runs_list_table(rows: list[dict[str, Any]]) -> str:
+    header = "| run | status | preset | params | best val bits/byte | tokens | wall time |\n|---|---|---|---|---|---|---|"
+    lines = [header]
+    for r in rows:
+        preset = f"{r['preset'] or '—'}" + (f" ({r['scale']})" if r.get("scale") else "")
+        wall = format_seconds(r["wall_time_s"]) if r.get("wall_time_s") is not None else "—"
+        lines.append(f"| {r['run']} | {r['status'] or '—'} | {preset} | {_num(r['params'], ',')} | "
+                     f"{_num(r['bits_per_byte'], '.4f')} | {_num(r['tokens_seen'], ',')} | {wall} |")
+    return "\n".join(lines)
+
+
+# (column, key, format); bits per byte first: the only figure comparable across tokenizers.
+COLUMNS = [
+    ("bits/byte", "bits_per_byte", ".4f"),
+    ("bits/char", "bits_per_char", ".4f"),
+    ("loss", "loss", ".4f"),
+    ("ppl", "perplexity", ".2f"),
+    ("acc", "accuracy", ".4f"),
+    ("tokens seen", "tokens_seen", ","),
+    ("tokens/s", "tokens_per_s", ",.0f"),
+    ("wall time (s)", "wall_time_s", ".1f"),
+    ("FLOPs", "total_flops", ".3g"),
+    ("est. cost (USD)", "estimated_cost_usd", ".4f"),
+]
+
+
+def tokenizer_warning(rows: list[dict[str, Any]]) -> str | None:
+    shas = {r["tokenizer_sha256"] for r in rows}
+    if len(shas) > 1 or None in shas:
+        groups = ", ".join(f"{r['run']}={str(r['tokenizer_sha256'] or '?')[:12]}" for r in rows)
+        return (f"WARNING: these runs use different (or unknown) tokenizers ({groups}); loss and perplexity are per token "
+                "and do not compare across tokenizers. Compare bits per byte (first column) instead.")
+    return None
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> tuple[str, str, list[str]]:
+    """(Markdown, CSV, warnings) of the side-by-side table."""
+    warnings = [w for w in [tokenizer_warning(rows)] if w]
+    header = ["run", *(c for c, _, _ in COLUMNS), "guardrails", "tokenizer"]
+    md_rows = []
+    for r in rows:
+        g = r["guardrails_passed"]
+        md_rows.append([r["run"], *(_num(r[k], f) for _, k, f in COLUMNS), "—" if g is None else ("pass" if g else "FAIL"),
+                        str(r["tokenizer_sha256"] or "—")[:12]])
+    md = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(x) + " |" for x in md_rows])
+    if warnings:
+        md = "\n\n".join(f"> ⚠️ {w}" for w in warnings) + "\n\n" + md
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["run", *(k for _, k, _ in COLUMNS), "guardrails_passed", "tokenizer_sha256"])
+    for r in rows:
+        w.writerow([r["run"], *("" if r[k] is None else r[k] for _, k, _ in COLUMNS),
+                    "" if r["guardrails_passed"] is None else r["guardrails_passed"], r["tokenizer_sha256"] or ""])
+    return md + "\n", buf.getvalue(), warnings
