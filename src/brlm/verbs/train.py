@@ -3,7 +3,9 @@ metrics in the run folder. Needs `brlm data prepare` and `brlm tokenizer train` 
 
     brlm train --run runs/meu --set train.max_steps=2000 --set model.n_layer=6
     brlm train --run runs/meu --resume          # continue a killed run exactly where it stopped
-    torchrun --nproc_per_node 2 -m brlm train --run runs/meu   # data-parallel (DDP) on 2 processes
+    torchrun --nproc_per_node 2 -m brlm train --run-dir runs/meu   # data-parallel (DDP), 2 processes
+
+(Under torchrun write `--run-dir`: torchrun reads `--run` as its own `--run-path`.)
 
 SIGTERM or Ctrl-C saves a checkpoint before exiting; `--resume` continues from the newest
 checkpoint that verifies (a corrupted one is reported and skipped).
@@ -33,6 +35,8 @@ from brlm.verbs.common import (
 def main(argv: list[str] | None = None) -> int:
     p = parser("train", __doc__)
     add_run_arg(p)
+    # torchrun's own argument parser takes `--run` for an abbreviation of its `--run-path`.
+    p.add_argument("--run-dir", dest="run", help="same as --run; use this one under torchrun")
     add_config_args(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest good checkpoint in the run folder (starts fresh if there is none)")
