@@ -127,8 +127,8 @@ def _tokens():
 
 def _train(folder: Path, resume: bool = False, **overrides):
     tokens = _tokens()
-    tc = dict(batch_size=4, max_steps=30, stride=8, warmup_steps=2, eval_interval=10, eval_windows=4, log_interval=1,
-              seed=5, save_interval=10, keep_checkpoints=3)
+    tc = dict(batch_size=4, max_steps=20, stride=8, warmup_steps=2, eval_interval=5, eval_windows=4, log_interval=1,
+              seed=5, save_interval=5, keep_checkpoints=3)
     cfg = RunConfig(model=TINY, train=TrainConfig(**{**tc, **overrides}))
     logger = JSONLLogger(folder / "metrics.jsonl", append=resume)
     try:
@@ -140,22 +140,22 @@ def _train(folder: Path, resume: bool = False, **overrides):
 def test_corrupted_checkpoint_is_reported_and_the_previous_one_used(tmp_path, capsys):
     ref = _train(tmp_path / "ref")
     run = tmp_path / "run"
-    _train(run, max_steps=30)
+    _train(run)
     ckpt = run / "ckpt"
     # Truncate the newest checkpoint's weights, as a disk-full or a kill during a copy would.
-    w = ckpt / "model_000030.safetensors"
+    w = ckpt / "model_000020.safetensors"
     w.write_bytes(w.read_bytes()[:100])
     capsys.readouterr()
     step, _ = latest_good_checkpoint(ckpt)
-    assert step == 20
-    assert "model_000030.safetensors: corrupted or truncated" in capsys.readouterr().err
+    assert step == 15
+    assert "model_000020.safetensors: corrupted or truncated" in capsys.readouterr().err
     # A meta that is not JSON at all is skipped too.
-    (ckpt / "meta_000020.json").write_text("{not json")
+    (ckpt / "meta_000015.json").write_text("{not json")
     assert latest_good_checkpoint(ckpt)[0] == 10
     # Resuming from step 10 reaches the unbroken run's final weights.
     summary = _train(run, resume=True)
     assert summary["final_train_loss"] == ref["final_train_loss"]
     assert summary["final_val_loss"] == ref["final_val_loss"]
-    a = load_file(str(tmp_path / "ref" / "ckpt" / "model_000030.safetensors"))
-    b = load_file(str(ckpt / "model_000030.safetensors"))
+    a = load_file(str(tmp_path / "ref" / "ckpt" / "model_000020.safetensors"))
+    b = load_file(str(ckpt / "model_000020.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
