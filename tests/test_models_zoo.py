@@ -185,3 +185,30 @@ def test_cache_prefill_in_chunks():
         cache = model.make_cache(1, 12, "cpu")
         parts = [model(idx[:, i : i + 3], cache=cache)[0] for i in range(0, 12, 3)]
     assert torch.allclose(full, torch.cat(parts, dim=1), atol=1e-5)
+
+
+def test_llama_matches_hugging_face_logits():
+    """Copy a 2-layer brlm llama (GQA) into transformers' LlamaForCausalLM: same logits."""
+    transformers = pytest.importorskip("transformers")
+    cfg = ModelConfig(**{**LLAMA.__dict__, "qk_norm": False, "rope_base": 500.0})
+    torch.manual_seed(0)
+    ours = build_model(cfg, V).eval()
+    hf_cfg = transformers.LlamaConfig(
+        vocab_size=V, hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=16, rms_norm_eps=cfg.norm_eps, rope_theta=500.0,
+        tie_word_embeddings=True, attention_bias=False, mlp_bias=False, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )
+    hf = transformers.LlamaForCausalLM(hf_cfg).eval()
+    names = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn.wq": "self_attn.q_proj",
+             "attn.wk": "self_attn.k_proj", "attn.wv": "self_attn.v_proj", "attn.wo": "self_attn.o_proj",
+             "ffn.w1": "mlp.gate_proj", "ffn.w3": "mlp.up_proj", "ffn.w2": "mlp.down_proj"}
+    sd = {"model.embed_tokens.weight": ours.tok_emb.weight, "model.norm.weight": ours.norm.weight,
+          "lm_head.weight": ours.tok_emb.weight}
+    for i in range(2):
+        for a, b in names.items():
+            sd[f"model.layers.{i}.{b}.weight"] = ours.state_dict()[f"layers.{i}.{a}.weight"]
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    assert not unexpected and all("rotary" in m for m in missing)
+    idx = torch.randint(0, V, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(ours(idx)[0], hf(input_ids=idx).logits, atol=1e-4)

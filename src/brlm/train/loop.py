@@ -215,7 +215,7 @@ def train(
             batches.load_state_dict(js["loader"])
             plateau.load_state_dict(js["plateau"])
             st.update(js["loop"])
-            info(f"resume: continuing from the checkpoint at step {step0} ({ck['files'].__len__()} files verified)")
+            info(f"resume: continuing from the checkpoint at step {step0} ({len(ck['files'])} files verified)")
 
     train_model: torch.nn.Module = model
     ddp_model = None
