@@ -104,12 +104,13 @@ def hf_tokens_per_s(arch: str, steps: int, warmup: int) -> tuple[float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=12, help="timed optimizer steps per measurement (median taken)")
+    ap.add_argument("--steps", type=int, default=8, help="timed optimizer steps per measurement (median taken)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocations)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
-    ap.add_argument("--bf16", action="store_true", help="also measure brlm gpt with bf16 autocast")
+    ap.add_argument("--bf16", action="store_true", help="also measure brlm with bf16 autocast")
     ap.add_argument("--archs", default="gpt,llama")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating HF / brlm rounds; the best round counts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -117,21 +118,35 @@ def main() -> None:
     print(f"threads {torch.get_num_threads()} | measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
     if args.bf16:
         print(f"measured bf16 matmul peak {matmul_peak(dtype=torch.bfloat16) / 1e9:.0f} GFLOP/s")
+    # Rounds alternate HF and brlm so both see the same machine load; each figure is the best
+    # round's median step (on a shared machine the best round is the closest to an idle one).
+    best: dict[str, float] = {}
+    params: dict[str, int] = {}
+
+    def keep(name: str, tps: float, n: int) -> None:
+        best[name] = max(best.get(name, 0.0), tps)
+        params[name] = n
+        print(f"  round figure: {name}: {tps:,.0f} tokens/s", flush=True)
+
+    archs = args.archs.split(",")
+    for r in range(args.rounds):
+        for arch in archs:
+            n_brlm = build_model(model_cfg(arch), VOCAB).num_params()
+            ref, n_hf = hf_tokens_per_s(arch, args.steps, args.warmup)
+            keep(f"HF {'GPT2LMHeadModel' if arch == 'gpt' else 'LlamaForCausalLM'} (plain loop)|{arch}", ref, n_hf)
+            keep(f"brlm {arch} eager|{arch}", brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False), n_brlm)
+            if args.bf16:
+                keep(f"brlm {arch} eager, bf16 autocast|{arch}",
+                     brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False, dtype="bf16"), n_brlm)
+            if not args.no_compile and r == args.rounds - 1:
+                keep(f"brlm {arch} torch.compile|{arch}", brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=True), n_brlm)
+    peak = max(peak, matmul_peak())  # again at the end: the best of both counts as the peak
+    print(f"measured fp32 matmul peak (best of start and end) {peak / 1e9:.0f} GFLOP/s")
     rows = []
-    for arch in args.archs.split(","):
-        fpt = flops_per_token(build_model(model_cfg(arch), VOCAB))
-        n_brlm = build_model(model_cfg(arch), VOCAB).num_params()
-        ref, n_hf = hf_tokens_per_s(arch, args.steps, args.warmup)
-        ref_name = "HF GPT2LMHeadModel" if arch == "gpt" else "HF LlamaForCausalLM"
-        rows.append((f"{ref_name} (plain loop)", n_hf, ref, fpt, 1.0))
-        eager = brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False)
-        rows.append((f"brlm {arch} eager", n_brlm, eager, fpt, eager / ref))
-        if not args.no_compile:
-            comp = brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=True)
-            rows.append((f"brlm {arch} torch.compile", n_brlm, comp, fpt, comp / ref))
-        if args.bf16 and arch == "gpt":
-            b = brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False, dtype="bf16")
-            rows.append((f"brlm {arch} eager bf16 autocast", n_brlm, b, fpt, b / ref))
+    for key, tps in best.items():
+        name, arch = key.split("|")
+        ref = next(v for k, v in best.items() if k.startswith("HF") and k.endswith(f"|{arch}"))
+        rows.append((name, params[key], tps, flops_per_token(build_model(model_cfg(arch), VOCAB)), tps / ref))
     print("\n| run | params | tokens/s | MFU | vs HF |\n|---|---|---|---|---|")
     for name, n, tps, fpt, ratio in rows:
         print(f"| {name} | {n / 1e6:.2f} M | {tps:,.0f} | {fpt * tps / peak:.0%} | {ratio:.2f}x |")
