@@ -211,7 +211,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = _f(16, "windows per optimizer step")
+    batch_size: int = _f(16, "windows per forward pass in each process (optimizer step: batch_size x grad_accum x processes)")
     max_steps: int = _f(500, "optimizer steps")
     stride: int = _f(64, "step between consecutive training windows, in tokens (1 = every position)")
     lr: float = _f(1e-3, "peak learning rate (AdamW)")
@@ -227,6 +227,16 @@ class TrainConfig:
     seed: int = _f(1337, "seed for weights, data order and dropout")
     device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     threads: int = _f(0, "CPU threads for PyTorch (0 = PyTorch's default)")
+    grad_accum: int = _f(1, "micro-batches whose gradients add up before each optimizer step")
+    schedule: str = _f("cosine", "learning-rate schedule after warmup: 'cosine', 'constant' or 'plateau' (reduce on validation plateau)")
+    plateau_factor: float = _f(0.5, "plateau schedule: multiply the lr by this when validation stops improving")
+    plateau_patience: int = _f(2, "plateau schedule: validations without improvement before the lr is reduced")
+    early_stop_patience: int = _f(0, "stop after this many validations without improvement (0 = never)")
+    save_interval: int = _f(0, "steps between resume checkpoints (0 = every eval_interval)")
+    keep_checkpoints: int = _f(2, "recent checkpoints kept besides the best one; older ones are deleted")
+    dtype: str = _f("auto", "'auto' (bf16 autocast on GPUs that support it, fp32 on CPU), 'fp32' or 'bf16'")
+    compile: bool = _f(False, "torch.compile the model for training (slow first steps, faster after)")
+    peak_tflops: float = _f(0.0, "hardware peak TFLOP/s per process, for the MFU figure (0 = don't report MFU)")
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "max_steps", "stride", "eval_interval", "eval_windows", "log_interval"):
@@ -241,6 +251,15 @@ class TrainConfig:
         _check(self.threads >= 0, "train.threads", self.threads, "an integer >= 0")
         ok_device = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         _check(ok_device, "train.device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        _check(isinstance(self.grad_accum, int) and self.grad_accum >= 1, "train.grad_accum", self.grad_accum, "an integer >= 1")
+        _check(self.schedule in ("cosine", "constant", "plateau"), "train.schedule", self.schedule, "'cosine', 'constant' or 'plateau'")
+        _check(0 < self.plateau_factor < 1, "train.plateau_factor", self.plateau_factor, "a number in (0, 1)")
+        _check(self.plateau_patience >= 1, "train.plateau_patience", self.plateau_patience, "an integer >= 1")
+        _check(self.early_stop_patience >= 0, "train.early_stop_patience", self.early_stop_patience, "an integer >= 0")
+        _check(self.save_interval >= 0, "train.save_interval", self.save_interval, "an integer >= 0")
+        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
+        _check(self.dtype in ("auto", "fp32", "bf16"), "train.dtype", self.dtype, "'auto', 'fp32' or 'bf16'")
+        _check(self.peak_tflops >= 0, "train.peak_tflops", self.peak_tflops, "a number >= 0")
 
 
 @dataclass

@@ -25,8 +25,8 @@ from brlm.runs.logging import JSONLLogger, info
 from brlm.runs.registry import RunPaths, RunRecord
 from brlm.runs.report import render_report
 from brlm.tokenizers.base import check_aligned, load_tokenizer, train_tokenizer
-from brlm.train.checkpoint import load_checkpoint
-from brlm.train.loop import resolve_device, train
+from brlm.train.checkpoint import latest_good_checkpoint, load_checkpoint
+from brlm.train.loop import NullLogger, keep_metrics_until, resolve_device, train
 
 
 def _require(folder: Path, what: str, verb: str) -> dict[str, Any]:
@@ -75,14 +75,27 @@ def stage_shards(cfg: RunConfig, paths: RunPaths, force: bool = False) -> dict[s
     return m
 
 
-def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None) -> dict[str, Any]:
-    shard_m = stage_shards(cfg, paths)
+def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None, resume: bool = False) -> dict[str, Any]:
+    """Shards, then training. Under torchrun rank 0 builds the shards and writes every file;
+    with resume=True the metrics after the resumed checkpoint are dropped and logging appends."""
+    from brlm.train.distributed import barrier, is_main_process
+
+    master = is_main_process()
+    if master:
+        shard_m = stage_shards(cfg, paths)
+    barrier()
+    if not master:
+        shard_m = read_manifest(paths.shards) or {}
     tok = load_tokenizer(paths.tokenizer)
-    if record is not None:
+    if record is not None and master:
         record.set_hash("shards", shard_m["key"])
-    logger = JSONLLogger(paths.metrics)
+    found = latest_good_checkpoint(paths.checkpoints, quiet=True) if resume else None
+    if master and found is not None:
+        keep_metrics_until(paths.metrics, found[0])
+    logger = JSONLLogger(paths.metrics, append=found is not None) if master else NullLogger()
     try:
-        logger.log_config(cfg.to_dict())
+        if found is None:
+            logger.log_config(cfg.to_dict())
         summary = train(
             cfg,
             open_shard(paths.shards / "train.bin"),
@@ -91,10 +104,12 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
             paths.checkpoints,
             logger,
             extra_meta={"tokenizer_sha256": shard_m.get("tokenizer_sha256")},
+            resume=resume,
         )
     finally:
         logger.close()
-    write_json(paths.train_summary, summary)
+    if master:
+        write_json(paths.train_summary, summary)
     return summary
 
 

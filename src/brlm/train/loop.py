@@ -1,38 +1,84 @@
-"""The training loop: shuffled windows from memory-mapped shards, AdamW with warmup + cosine,
-gradient clipping, a periodic validation loss on a fixed set of windows, best/last checkpoints.
+"""The training loop: shuffled windows from memory-mapped shards, AdamW with a warmup + cosine /
+constant / reduce-on-plateau schedule, gradient accumulation and clipping, optional bf16 autocast
+and torch.compile, a periodic validation loss on a fixed set of windows, early stopping, and
+checkpoints that resume exactly.
 
+Exact resume: a checkpoint at step S is the state at the *start* of iteration S — weights,
+optimizer, schedule, every RNG state, the loader position and the metrics so far. `resume=True`
+continues from the newest checkpoint that verifies, so a run killed at any moment ends with the
+same weights and losses as an unbroken one. SIGTERM / Ctrl-C saves such a checkpoint and stops.
+
+Under torchrun each rank draws the same global batch of window indices and keeps its own slice,
+so N processes with batch_size B train like one process with batch_size N*B; only rank 0 writes.
 Every figure goes to `metrics.jsonl` through the logger; a summary goes to `train.json`.
 Called by `brlm train` and `brlm run`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import random
 import resource
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from brlm.config import RunConfig
 from brlm.data.loader import ShuffledBatches, Windows, fixed_indices
 from brlm.errors import ConfigError
 from brlm.eval.intrinsic import evaluate_windows
-from brlm.models.registry import build_model
+from brlm.models.registry import build_model, flops_per_token
+from brlm.runs.artifacts import write_text
 from brlm.runs.logging import MetricLogger, format_seconds, info
-from brlm.train.checkpoint import save_checkpoint, update_pointers
-from brlm.train.optim import lr_at, make_optimizer
+from brlm.train.checkpoint import (
+    latest_good_checkpoint,
+    load_train_tensors,
+    load_weights,
+    save_checkpoint,
+    update_pointers,
+)
+from brlm.train.distributed import compute_init
+from brlm.train.distributed import resolve_device as resolve_device  # re-exported for the pipeline
+from brlm.train.optim import Plateau, lr_at, make_optimizer
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
-    return torch.device(name)
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM / Ctrl-C: a checkpoint was saved; `--resume` continues from it."""
+
+
+class NullLogger:
+    """The logger of ranks > 0: only rank 0 writes."""
+
+    def log(self, name: str, value: float, step: int) -> None: ...
+    def log_dict(self, payload: dict[str, Any], step: int) -> None: ...
+    def log_config(self, config: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def keep_metrics_until(path: str | Path, step: int) -> None:
+    """Drop metric rows after `step` (logged by a run that was killed after its last checkpoint),
+    so a resumed run's metrics.jsonl reads like an unbroken run's."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    keep = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the kill
+        if "step" not in row or row["step"] <= step:
+            keep.append(line)
+    write_text(p, "".join(x + "\n" for x in keep))
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -44,6 +90,67 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return out
 
 
+def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """None means plain fp32. 'auto' picks bf16 only on GPUs that support it: on this project's
+    reference CPU the fp32 path is the one we measured and pinned (see benchmarks/RESULTS.md)."""
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("train.dtype='bf16': this GPU has no bf16 support; use 'fp32'")
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+class _StopFlag:
+    """Turns SIGTERM / SIGINT into a flag the loop checks between steps; a second signal aborts."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+        info(f"{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping")
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    tensors = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["cuda"] = torch.cuda.get_rng_state(device)
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    json_part = {
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    return {"tensors": tensors, "json": json_part}
+
+
+def _set_rng_state(tensors: dict[str, Any], json_part: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(tensors["torch"])
+    if device.type == "cuda" and "cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda"], device)
+    n = json_part["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    p = json_part["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
 def train(
     cfg: RunConfig,
     train_tokens: np.ndarray,
@@ -52,10 +159,13 @@ def train(
     ckpt_dir: str | Path,
     logger: MetricLogger,
     extra_meta: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train a model from scratch; returns the summary written to train.json by the caller."""
+    """Train a model from scratch (or from the newest good checkpoint with resume=True); returns
+    the summary written to train.json by the caller."""
     tc, mc = cfg.train, cfg.model
-    device = resolve_device(tc.device)
+    ddp, rank, _local_rank, world, device = compute_init(tc.device)
+    master = rank == 0
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -63,11 +173,18 @@ def train(
     train_w = Windows(train_tokens, mc.block_size, tc.stride, name="train")
     val_w = Windows(val_tokens, mc.block_size, mc.block_size, name="validation")
     val_idx = fixed_indices(len(val_w), tc.eval_windows)
-    batches = ShuffledBatches(len(train_w), tc.batch_size, tc.seed)
+    # Every rank draws the same global batch and keeps its slice (rank r: rows r*B .. (r+1)*B).
+    batches = ShuffledBatches(len(train_w), tc.batch_size * world, tc.seed)
 
     model = build_model(mc, vocab_size).to(device)
+    if ddp and rank > 0:
+        torch.manual_seed(tc.seed + rank)  # different dropout masks per rank; weights come from rank 0
     optimizer = make_optimizer(model, tc, device.type)
+    plateau = Plateau(tc.plateau_factor, tc.plateau_patience)
     n_params = model.num_params()
+    fpt = flops_per_token(model)
+    amp_dtype = autocast_dtype(tc.dtype, device)
+    save_every = tc.save_interval or tc.eval_interval
     meta = {
         "arch": mc.arch,
         "model": dataclasses.asdict(mc),
@@ -76,93 +193,196 @@ def train(
         "config": cfg.to_dict(),
         **(extra_meta or {}),
     }
-    info(
-        f"train: {mc.arch} {n_params / 1e6:.2f}M params | {len(train_w):,} train windows "
-        f"(block {mc.block_size}, stride {tc.stride}) | {len(val_idx)} val windows | device {device}"
-    )
 
-    tokens_per_step = tc.batch_size * mc.block_size
-    tokens_seen = 0
-    best_val = float("inf")
-    first_val = None
-    val_loss = None
-    train_time = 0.0  # seconds spent in optimizer steps (excludes validation and checkpoints)
+    # Everything the loop carries from step to step, saved in each checkpoint.
+    st: dict[str, Any] = {
+        "step": 0, "evaluated": False, "tokens_seen": 0, "train_time": 0.0, "wall_time": 0.0,
+        "best_val": float("inf"), "best_step": None, "first_val": None, "val_loss": None,
+        "evals_since_best": 0, "recent": [], "stopped_early": False, "last_train_loss": None,
+    }
+    if resume:
+        found = latest_good_checkpoint(ckpt_dir)
+        if found is None:
+            info(f"resume: no usable checkpoint in {ckpt_dir}; starting from step 0")
+        else:
+            step0, ck = found
+            load_weights(model, ckpt_dir, step0, str(device))
+            tensors = load_train_tensors(ckpt_dir, step0)
+            optimizer.load_state_dict(tensors["optimizer"])
+            js = ck["train_state"]
+            rng_t = tensors["rng"][rank] if rank < len(tensors["rng"]) else tensors["rng"][0]
+            _set_rng_state(rng_t, js["rng"], device)
+            batches.load_state_dict(js["loader"])
+            plateau.load_state_dict(js["plateau"])
+            st.update(js["loop"])
+            info(f"resume: continuing from the checkpoint at step {step0} ({len(ck['files'])} files verified)")
+
+    train_model: torch.nn.Module = model
+    ddp_model = None
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_model = train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        train_model = torch.compile(train_model)
+
+    def checkpoint(step: int, evaluated: bool) -> None:
+        """Save the state at the start of iteration `step` (all ranks call; rank 0 writes)."""
+        rng = _rng_state(device)
+        rng_all = [rng["tensors"]]
+        if ddp:
+            rng_all = [None] * world
+            dist.all_gather_object(rng_all, rng["tensors"])
+        if not master:
+            return
+        loop_state = {**st, "step": step, "evaluated": evaluated}
+        state = {
+            "tensors": {"optimizer": optimizer.state_dict(), "rng": rng_all},
+            "json": {"loop": loop_state, "rng": rng["json"], "loader": batches.state_dict(), "plateau": plateau.state_dict()},
+        }
+        save_checkpoint(ckpt_dir, step, model, {**meta, "val_loss": st["val_loss"], "tokens": st["tokens_seen"]}, state)
+        update_pointers(ckpt_dir, keep=tc.keep_checkpoints, last=step,
+                        **({"best": st["best_step"]} if st["best_step"] is not None else {}))
+
+    if master:
+        info(
+            f"train: {mc.arch} {n_params / 1e6:.2f}M params | {len(train_w):,} train windows "
+            f"(block {mc.block_size}, stride {tc.stride}) | {len(val_idx)} val windows | device {device}"
+            + (f" x {world} processes" if ddp else "")
+            + (f" | autocast {amp_dtype}" if amp_dtype else "")
+        )
+    tokens_per_step = tc.batch_size * tc.grad_accum * world * mc.block_size
+    wall0 = st["wall_time"]
     t_start = time.perf_counter()
-    recent = []
     model.train()
-    for step in range(tc.max_steps + 1):
-        last = step == tc.max_steps
-        if step % tc.eval_interval == 0 or last:
-            val_loss = evaluate_windows(model, val_w, val_idx, batch_size=tc.batch_size, device=device)["loss"]
-            first_val = val_loss if first_val is None else first_val
-            logger.log_dict({"val_loss": val_loss, "tokens": tokens_seen, "elapsed": time.perf_counter() - t_start}, step)
-            if val_loss < best_val:
-                best_val = val_loss
-                save_checkpoint(ckpt_dir, step, model, {**meta, "val_loss": val_loss, "tokens": tokens_seen})
-                update_pointers(ckpt_dir, best=step)
-            info(f"step {step:>6}/{tc.max_steps} | val loss {val_loss:.4f} (best {best_val:.4f})")
-        if last:
-            break
+    stop_signal = 0
+    with _StopFlag() as flag:
+        step = st["step"]
+        while True:
+            last = step == tc.max_steps
+            if (step % tc.eval_interval == 0 or last) and not (st["evaluated"] and step == st["step"]):
+                val_loss = evaluate_windows(model, val_w, val_idx, batch_size=tc.batch_size, device=device)["loss"]
+                st["val_loss"] = val_loss
+                st["first_val"] = val_loss if st["first_val"] is None else st["first_val"]
+                improved = val_loss < st["best_val"]
+                if improved:
+                    st["best_val"], st["best_step"], st["evals_since_best"] = val_loss, step, 0
+                else:
+                    st["evals_since_best"] += 1
+                reduced = tc.schedule == "plateau" and plateau.step(val_loss)
+                row = {"val_loss": val_loss, "tokens": st["tokens_seen"], "elapsed": wall0 + time.perf_counter() - t_start}
+                if reduced:
+                    row["lr_scale"] = plateau.scale
+                if master:
+                    logger.log_dict(row, step)
+                    info(f"step {step:>6}/{tc.max_steps} | val loss {val_loss:.4f} (best {st['best_val']:.4f})"
+                         + (f" | lr x{plateau.scale:g}" if reduced else ""))
+                if tc.early_stop_patience and st["evals_since_best"] >= tc.early_stop_patience and not last:
+                    st["stopped_early"] = True
+                    if master:
+                        info(f"early stop: {st['evals_since_best']} validations without improvement")
+                    last = True
+                st["wall_time"] = wall0 + time.perf_counter() - t_start
+                if improved or last or step % save_every == 0:
+                    checkpoint(step, evaluated=True)
+            elif step % save_every == 0 and step != st["step"]:
+                st["wall_time"] = wall0 + time.perf_counter() - t_start
+                checkpoint(step, evaluated=False)
+            if last:
+                break
 
-        lr = lr_at(step, tc)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        t0 = time.perf_counter()
-        x, y = train_w.batch(batches.next_indices(), device)
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
-        train_time += dt
-        tokens_seen += tokens_per_step
-        recent.append(loss.item())
+            lr = lr_at(step, tc, plateau.scale)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            step_loss = 0.0
+            for micro in range(tc.grad_accum):
+                idx = batches.next_indices()[rank * tc.batch_size : (rank + 1) * tc.batch_size]
+                x, y = train_w.batch(idx, device)
+                # DDP: all-reduce gradients only on the last micro-batch of the step.
+                no_sync = ddp_model.no_sync() if ddp_model is not None and micro < tc.grad_accum - 1 else contextlib.nullcontext()
+                amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+                with no_sync, amp:
+                    _, loss = train_model(x, y)
+                (loss / tc.grad_accum).backward()
+                step_loss += loss.detach() / tc.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ddp:
+                # Average the logged loss over ranks, and stop together if any rank got a signal.
+                dist.all_reduce(step_loss, op=dist.ReduceOp.SUM)
+                step_loss /= world
+                flag_t = torch.tensor([flag.signum], device=device)
+                dist.all_reduce(flag_t, op=dist.ReduceOp.MAX)
+                flag.signum = int(flag_t.item())
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            dt = time.perf_counter() - t0
+            st["train_time"] += dt
+            st["tokens_seen"] += tokens_per_step
+            st["recent"].append(float(step_loss))
+            st["last_train_loss"] = float(step_loss)
 
-        if (step + 1) % tc.log_interval == 0 or step == 0:
-            tok_s = tokens_seen / train_time
-            elapsed = time.perf_counter() - t_start
-            eta = elapsed / (step + 1) * (tc.max_steps - step - 1)
-            train_loss = sum(recent) / len(recent)
-            recent.clear()
-            logger.log_dict(
-                {
-                    "train_loss": train_loss,
-                    "lr": lr,
-                    "grad_norm": float(grad_norm),
-                    "tokens": tokens_seen,
-                    "tokens_per_s": tok_s,
-                    "elapsed": elapsed,
-                    "epoch": batches.epoch,
-                },
-                step + 1,
-            )
-            print(
-                f"step {step + 1:>6}/{tc.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | "
-                f"{tok_s:,.0f} tok/s | elapsed {format_seconds(elapsed)} | ETA {format_seconds(eta)}",
-                file=sys.stderr,
-                flush=True,
-            )
+            if (step + 1) % tc.log_interval == 0 or step == 0:
+                tok_s = st["tokens_seen"] / st["train_time"]
+                elapsed = wall0 + time.perf_counter() - t_start
+                eta = (time.perf_counter() - t_start) / (step + 1 - st["step"]) * (tc.max_steps - step - 1)
+                train_loss = sum(st["recent"]) / len(st["recent"])
+                st["recent"] = []
+                row = {
+                    "train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": st["tokens_seen"],
+                    "tokens_per_s": tok_s, "elapsed": elapsed, "epoch": batches.epoch,
+                }
+                if tc.peak_tflops > 0:
+                    row["mfu"] = fpt * tok_s / (tc.peak_tflops * 1e12 * world)
+                aux = getattr(model, "aux_losses", None)
+                if aux:
+                    row.update({k: float(v) for k, v in aux.items() if k != "ce" and v is not None})
+                    row["expert_load"] = [[round(float(f), 4) for f in layer] for layer in model.expert_load]
+                if master:
+                    logger.log_dict(row, step + 1)
+                    print(
+                        f"step {step + 1:>6}/{tc.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | "
+                        f"{tok_s:,.0f} tok/s" + (f" | MFU {row['mfu']:.1%}" if "mfu" in row else "")
+                        + f" | elapsed {format_seconds(elapsed)} | ETA {format_seconds(eta)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            step += 1
+            if flag.signum:
+                stop_signal = flag.signum
+                st["wall_time"] = wall0 + time.perf_counter() - t_start
+                checkpoint(step, evaluated=False)
+                break
 
-    save_checkpoint(ckpt_dir, tc.max_steps, model, {**meta, "val_loss": val_loss, "tokens": tokens_seen})
-    pointers = update_pointers(ckpt_dir, last=tc.max_steps)
-    wall = time.perf_counter() - t_start
+    if stop_signal:
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(stop_signal).name} at step {step}; checkpoint saved, continue with --resume"
+        )
+    steps_done = step
     return {
         "arch": mc.arch,
         "n_params": n_params,
-        "steps": tc.max_steps,
-        "tokens_seen": tokens_seen,
-        "epochs": tokens_seen / max(1, len(train_tokens)),
-        "wall_time_s": wall,
-        "train_time_s": train_time,
-        "tokens_per_s": tokens_seen / train_time if train_time else 0.0,
-        "initial_val_loss": first_val,
-        "best_val_loss": best_val,
-        "final_val_loss": val_loss,
-        "best_step": pointers.get("best"),
+        "flops_per_token": fpt,
+        "steps": steps_done,
+        "stopped_early": st["stopped_early"],
+        "tokens_seen": st["tokens_seen"],
+        "epochs": st["tokens_seen"] / max(1, len(train_tokens)),
+        "wall_time_s": wall0 + time.perf_counter() - t_start,
+        "train_time_s": st["train_time"],
+        "tokens_per_s": st["tokens_seen"] / st["train_time"] if st["train_time"] else 0.0,
+        **({"mfu": fpt * st["tokens_seen"] / st["train_time"] / (tc.peak_tflops * 1e12 * world)}
+           if tc.peak_tflops > 0 and st["train_time"] else {}),
+        "initial_val_loss": st["first_val"],
+        "best_val_loss": st["best_val"],
+        "final_val_loss": st["val_loss"],
+        "final_train_loss": st.get("last_train_loss"),
+        "best_step": st["best_step"],
         "device": str(device),
+        "processes": world,
+        "dtype": str(amp_dtype or torch.float32).replace("torch.", ""),
+        "compiled": tc.compile,
         "threads": torch.get_num_threads(),
         **peak_memory_mb(device),
     }

@@ -1,0 +1,156 @@
+"""Training throughput (tokens/s) and MFU of brlm's trainer against Hugging Face transformers,
+measured in the same run on the same machine.
+
+Model: 5.3 M parameters — vocab 8192, 4 layers, 4 heads, n_embd 256, block 256, batch 16, fp32.
+* brlm: `brlm.train.loop.train` (the real trainer: fused AdamW, clipping, SDPA attention), eager
+  and with `train.compile=true`; tokens/s is the trainer's own figure (optimizer steps only).
+* reference: `GPT2LMHeadModel` / `LlamaForCausalLM` built from a config (no download), trained by
+  a plain PyTorch loop (forward with labels, backward, clip, AdamW).
+MFU = FLOPs/token (6 N + 12 L C T, the same formula for both) x tokens/s / measured fp32 matmul peak.
+
+    .venv/bin/python benchmarks/bench_train_throughput.py            # ~5-10 minutes on 2 cores
+    .venv/bin/python benchmarks/bench_train_throughput.py --steps 4 --no-compile   # quick look
+Needs `pip install 'brlm[hf]'` (transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brlm.config import ModelConfig, RunConfig, TrainConfig
+from brlm.models.registry import build_model, flops_per_token
+from brlm.runs.logging import JSONLLogger, read_metrics
+from brlm.train.loop import train
+
+VOCAB, LAYERS, HEADS, EMBD, BLOCK, BATCH = 8192, 4, 4, 256, 256, 16
+
+
+def matmul_peak(n: int = 2048, reps: int = 8, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of FLOP/s of an n x n matmul: the 'peak' MFU is measured against."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def model_cfg(arch: str) -> ModelConfig:
+    return ModelConfig(arch=arch, n_layer=LAYERS, n_head=HEADS, n_embd=EMBD, block_size=BLOCK, dropout=0.0,
+                       bias=arch == "gpt", tie_embeddings=True)
+
+
+def brlm_tokens_per_s(arch: str, steps: int, warmup: int, compile_: bool, dtype: str = "fp32") -> float:
+    """Tokens/s of the real trainer from its per-step figures: the median step after `warmup`
+    (a median, because a shared machine has load spikes; compilation happens in the warmup)."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, VOCAB, size=200_000).astype(np.uint16)
+    tc = TrainConfig(batch_size=BATCH, max_steps=warmup + steps, stride=BLOCK, warmup_steps=0, eval_interval=10**6,
+                     eval_windows=1, log_interval=1, compile=compile_, dtype=dtype, seed=0)
+    with tempfile.TemporaryDirectory() as d:
+        logger = JSONLLogger(Path(d) / "m.jsonl")
+        train(RunConfig(model=model_cfg(arch), train=tc), tokens[:190_000], tokens[190_000:], VOCAB, Path(d) / "ck", logger)
+        logger.close()
+        rows = [r for r in read_metrics(Path(d) / "m.jsonl") if "train_loss" in r]
+    # Each row has cumulative tokens and tokens/s over optimizer-step time only.
+    cum = [r["tokens"] / r["tokens_per_s"] for r in rows]
+    step_times = np.diff([0.0] + cum)[warmup:]
+    return BATCH * BLOCK / float(np.median(step_times))
+
+
+def hf_model(arch: str) -> torch.nn.Module:
+    try:
+        import transformers
+    except ImportError:
+        raise SystemExit("this benchmark needs transformers: pip install 'brlm[hf]'") from None
+    if arch == "gpt":
+        cfg = transformers.GPT2Config(vocab_size=VOCAB, n_positions=BLOCK, n_embd=EMBD, n_layer=LAYERS, n_head=HEADS,
+                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+                                      bos_token_id=0, eos_token_id=0)
+        return transformers.GPT2LMHeadModel(cfg)
+    hidden = build_model(model_cfg("llama"), VOCAB).layers[0].ffn.w1.out_features  # same SwiGLU width
+    cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=EMBD, intermediate_size=hidden, num_hidden_layers=LAYERS,
+                                   num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=BLOCK,
+                                   rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True, attention_bias=False,
+                                   bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def hf_tokens_per_s(arch: str, steps: int, warmup: int) -> tuple[float, int]:
+    """A plain PyTorch loop on the HF model; tokens/s of the median step after `warmup`."""
+    torch.manual_seed(0)
+    model = hf_model(arch).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    x = torch.randint(0, VOCAB, (BATCH, BLOCK))
+    times = []
+    for _ in range(warmup + steps):
+        t0 = time.perf_counter()
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return BATCH * BLOCK / float(np.median(times[warmup:])), sum(p.numel() for p in model.parameters())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=8, help="timed optimizer steps per measurement (median taken)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocations)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
+    ap.add_argument("--bf16", action="store_true", help="also measure brlm with bf16 autocast")
+    ap.add_argument("--archs", default="gpt,llama")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating HF / brlm rounds; the best round counts")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    peak = matmul_peak()
+    print(f"threads {torch.get_num_threads()} | measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    if args.bf16:
+        print(f"measured bf16 matmul peak {matmul_peak(dtype=torch.bfloat16) / 1e9:.0f} GFLOP/s")
+    # Rounds alternate HF and brlm so both see the same machine load; each figure is the best
+    # round's median step (on a shared machine the best round is the closest to an idle one).
+    best: dict[str, float] = {}
+    params: dict[str, int] = {}
+
+    def keep(name: str, tps: float, n: int) -> None:
+        best[name] = max(best.get(name, 0.0), tps)
+        params[name] = n
+        print(f"  round figure: {name}: {tps:,.0f} tokens/s", flush=True)
+
+    archs = args.archs.split(",")
+    for r in range(args.rounds):
+        for arch in archs:
+            n_brlm = build_model(model_cfg(arch), VOCAB).num_params()
+            ref, n_hf = hf_tokens_per_s(arch, args.steps, args.warmup)
+            keep(f"HF {'GPT2LMHeadModel' if arch == 'gpt' else 'LlamaForCausalLM'} (plain loop)|{arch}", ref, n_hf)
+            keep(f"brlm {arch} eager|{arch}", brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False), n_brlm)
+            if args.bf16:
+                keep(f"brlm {arch} eager, bf16 autocast|{arch}",
+                     brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False, dtype="bf16"), n_brlm)
+            if not args.no_compile and r == args.rounds - 1:
+                keep(f"brlm {arch} torch.compile|{arch}", brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=True), n_brlm)
+    peak = max(peak, matmul_peak())  # again at the end: the best of both counts as the peak
+    print(f"measured fp32 matmul peak (best of start and end) {peak / 1e9:.0f} GFLOP/s")
+    rows = []
+    for key, tps in best.items():
+        name, arch = key.split("|")
+        ref = next(v for k, v in best.items() if k.startswith("HF") and k.endswith(f"|{arch}"))
+        rows.append((name, params[key], tps, flops_per_token(build_model(model_cfg(arch), VOCAB)), tps / ref))
+    print("\n| run | params | tokens/s | MFU | vs HF |\n|---|---|---|---|---|")
+    for name, n, tps, fpt, ratio in rows:
+        print(f"| {name} | {n / 1e6:.2f} M | {tps:,.0f} | {fpt * tps / peak:.0%} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

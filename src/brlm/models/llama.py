@@ -1,0 +1,187 @@
+"""Llama-style decoder: RMSNorm, rotary positions (RoPE, configurable base), SwiGLU MLP,
+grouped-query attention (`n_kv_head` key/value heads shared by `n_head` query heads), optional
+qk-norm, no biases, optional tied embeddings. The `moe` family reuses this block with a
+Mixture-of-Experts FFN (moe.py overrides `make_ffn`).
+
+    from brlm.config import ModelConfig
+    model = Llama(ModelConfig(arch="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=32), vocab_size=300)
+    logits, loss = model(idx, targets)              # idx, targets: (B, T) int64
+    cache = model.make_cache(1, 64, "cpu")          # KV cache for decoding (models/cache.py)
+    logits, _ = model(idx[:, :5], cache=cache)      # then one token at a time
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from brlm.config import ModelConfig
+from brlm.models.cache import KVCache
+
+
+def swiglu_hidden(cfg: ModelConfig) -> int:
+    """mlp_hidden if set, else a multiple of 64 near 8/3 * n_embd (same FLOPs as a 4x GELU MLP)."""
+    if cfg.mlp_hidden:
+        return cfg.mlp_hidden
+    return 64 * ((int(8 * cfg.n_embd / 3) + 63) // 64)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, head_dim) for the given absolute positions (HF "rotate_half" layout)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = torch.outer(positions.float(), inv_freq)  # (T, hd/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (T, hd)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i+hd/2}) by position-dependent angles. x: (B, nh, T, hd)."""
+    half = x.size(-1) // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
+        self.dropout = cfg.dropout
+        C, hd = cfg.n_embd, cfg.head_dim
+        self.wq = nn.Linear(C, self.n_head * hd, bias=False)
+        self.wk = nn.Linear(C, self.n_kv_head * hd, bias=False)
+        self.wv = nn.Linear(C, self.n_kv_head * hd, bias=False)
+        self.wo = nn.Linear(self.n_head * hd, C, bias=False)
+        # qk-norm (OLMo 2, Qwen3): bounds attention logits, which keeps training stable at high lr.
+        self.q_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.wv(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        mask, causal = None, True
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.update(layer, k, v)  # (B, nkv, past+T, hd)
+            if past > 0:
+                # Query i sits at absolute position past+i and may see keys 0..past+i.
+                causal = False
+                if T > 1:
+                    mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal and T > 1,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_head != self.n_head,
+        )  # (B, nh, T, hd)
+        return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, n_embd: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Linear(n_embd, hidden, bias=False)  # gate
+        self.w3 = nn.Linear(n_embd, hidden, bias=False)  # up
+        self.w2 = nn.Linear(hidden, n_embd, bias=False)  # down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, ffn: nn.Module):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.ffn = ffn
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, layer))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+
+class Llama(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.block_size = cfg.block_size
+        self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList([Block(cfg, self.make_ffn(cfg)) for _ in range(cfg.n_layer)])
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        # Residual projections scaled by 1/sqrt(2 * n_layer), as GPT-2, so the stream's variance stays put.
+        for name, p in self.named_parameters():
+            if name.endswith(("wo.weight", "w2.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def make_ffn(self, cfg: ModelConfig) -> nn.Module:
+        return SwiGLU(cfg.n_embd, swiglu_hidden(cfg))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # tied weights counted once
+        return n - self.tok_emb.weight.numel() if non_embedding and not self.cfg.tie_embeddings else n
+
+    def active_params(self) -> int:
+        """Parameters one token passes through (all of them for a dense model)."""
+        return self.num_params()
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6 x active matmul parameters + attention (PaLM appendix B)."""
+        T = seq_len or self.block_size
+        matmul = self.active_params() - self.tok_emb.weight.numel() * (0 if self.cfg.tie_embeddings else 1)
+        return 6 * matmul + 12 * self.cfg.n_layer * self.cfg.n_embd * T
+
+    def make_cache(self, batch_size: int, max_len: int, device: str | torch.device = "cpu") -> KVCache:
+        dtype = self.tok_emb.weight.dtype
+        return KVCache(self.cfg.n_layer, batch_size, self.cfg.kv_heads, self.cfg.head_dim, max_len, device, dtype)
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if cache is None and T > self.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.block_size}")
+        cos, sin = rope_cos_sin(torch.arange(start, start + T, device=idx.device), self.cfg.head_dim, self.cfg.rope_base)
+        x = self.drop(self.tok_emb(idx))  # (B, T, C)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.advance(T)
+        return self.norm(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.lm_head(self.hidden_states(idx, cache))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss

@@ -1,0 +1,89 @@
+"""Recurrent language model (the seeds' v1-v4): token embedding, `n_layer` LSTM or GRU layers of
+width `rnn_hidden`, optional LayerNorm after each layer, dropout, linear head.
+
+Each layer is its own `nn.LSTM` / `nn.GRU` so a LayerNorm can sit between layers (v3). The head
+shares the embedding matrix only when asked and the widths agree (n_embd == rnn_hidden).
+
+    model = RNNLM(ModelConfig(arch="rnn", rnn_cell="gru", n_layer=2, n_embd=32, rnn_hidden=64,
+                              tie_embeddings=False), vocab_size=300)
+    logits, loss = model(idx, targets)             # (B, T) -> (B, T, V)
+    state = model.make_cache(1, 0, "cpu")          # carried hidden state for decoding
+    logits, _ = model(idx, cache=state)            # state.pos advances by T
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from brlm.config import ModelConfig
+from brlm.errors import ConfigError
+
+
+class RNNState:
+    """Hidden state carried between calls: one entry per layer (h for GRU, (h, c) for LSTM)."""
+
+    def __init__(self) -> None:
+        self.hidden: list | None = None
+        self.pos = 0  # tokens consumed so far
+
+    def reset(self) -> None:
+        self.hidden, self.pos = None, 0
+
+
+class RNNLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        if cfg.tie_embeddings and cfg.n_embd != cfg.rnn_hidden:
+            raise ConfigError(
+                f"model.tie_embeddings=true needs model.n_embd == model.rnn_hidden for arch rnn "
+                f"(got {cfg.n_embd} and {cfg.rnn_hidden}); set model.tie_embeddings=false"
+            )
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.block_size = cfg.block_size  # training window; decoding with a state has no limit
+        cell = nn.LSTM if cfg.rnn_cell == "lstm" else nn.GRU
+        H = cfg.rnn_hidden
+        self.emb = nn.Embedding(vocab_size, cfg.n_embd)
+        self.rnns = nn.ModuleList([cell(cfg.n_embd if i == 0 else H, H, batch_first=True) for i in range(cfg.n_layer)])
+        self.norms = nn.ModuleList([nn.LayerNorm(H, eps=cfg.norm_eps) for _ in range(cfg.n_layer)]) if cfg.rnn_layernorm else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(H, vocab_size, bias=True)
+        nn.init.normal_(self.emb.weight, mean=0.0, std=0.02)
+        nn.init.normal_(self.head.weight, mean=0.0, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        if cfg.tie_embeddings:
+            self.head.weight = self.emb.weight
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.emb.weight.numel() if non_embedding and not self.cfg.tie_embeddings else n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6 x matmul parameters (recurrent and input weights, head)."""
+        return 6 * (self.num_params() - (0 if self.cfg.tie_embeddings else self.emb.weight.numel()))
+
+    def make_cache(self, batch_size: int, max_len: int = 0, device: str | torch.device = "cpu") -> RNNState:
+        # An RNN's state does not grow with the context, so batch_size / max_len / device are unused.
+        return RNNState()
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: RNNState | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.drop(self.emb(idx))  # (B, T, n_embd)
+        hidden_in = cache.hidden if cache is not None and cache.hidden is not None else [None] * len(self.rnns)
+        hidden_out = []
+        for i, rnn in enumerate(self.rnns):
+            x, h = rnn(x, hidden_in[i])  # (B, T, H)
+            hidden_out.append(h)
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = self.drop(x)
+        if cache is not None:
+            cache.hidden = hidden_out
+            cache.pos += idx.size(1)
+        logits = self.head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss

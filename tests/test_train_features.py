@@ -1,0 +1,150 @@
+"""Trainer features: schedules (constant, reduce-on-plateau), gradient accumulation, early
+stopping, checkpoint pruning (keep K), MoE metrics, and every shipped preset's tiny scale."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from brlm.config import ModelConfig, RunConfig, TrainConfig, list_presets, load_config
+from brlm.models.registry import build_model
+from brlm.runs.logging import JSONLLogger, read_metrics
+from brlm.train.loop import train
+from brlm.train.optim import Plateau, lr_at
+from brlm.verbs.run import comparison_table, preset_variants, variant_config
+
+from .conftest import run_cli
+
+TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0)
+
+
+def _tokens(n=4000):
+    rng = np.random.default_rng(0)
+    base = np.tile(np.arange(50, dtype=np.uint16), n // 50)
+    return np.where(rng.random(base.size) < 0.1, rng.integers(0, 300, base.size).astype(np.uint16), base)
+
+
+def _run(tmp_path, model=TINY, vocab=300, **tc):
+    t = _tokens()
+    base = dict(batch_size=4, max_steps=8, stride=8, warmup_steps=1, eval_interval=4, eval_windows=4, log_interval=1, seed=3)
+    cfg = RunConfig(model=model, train=TrainConfig(**{**base, **tc}))
+    logger = JSONLLogger(tmp_path / "metrics.jsonl")
+    try:
+        summary = train(cfg, t[:3000] % vocab, t[3000:] % vocab, vocab, tmp_path / "ckpt", logger)
+    finally:
+        logger.close()
+    return summary, read_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_constant_and_plateau_schedules():
+    tc = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=100, schedule="constant")
+    assert lr_at(5, tc) == pytest.approx(6e-4) and lr_at(50, tc) == lr_at(99, tc) == 1e-3
+    tp = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0, max_steps=100, schedule="plateau")
+    p = Plateau(factor=0.5, patience=2)
+    assert [p.step(v) for v in (3.0, 2.9, 2.95, 2.91, 2.92, 2.93)] == [False, False, False, True, False, True]
+    assert p.scale == 0.25 and lr_at(50, tp, p.scale) == pytest.approx(2.5e-4)
+    assert lr_at(50, tp, 0.01) == pytest.approx(1e-4)  # never below min_lr
+    q = Plateau(0.5, 2)
+    q.load_state_dict(p.state_dict())
+    assert q.state_dict() == p.state_dict()
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    _, big = _run(tmp_path / "big", batch_size=8)
+    _, acc = _run(tmp_path / "acc", batch_size=4, grad_accum=2)
+    lb = [r["train_loss"] for r in big if "train_loss" in r]
+    la = [r["train_loss"] for r in acc if "train_loss" in r]
+    assert la == pytest.approx(lb, rel=1e-5)
+    assert [r["tokens"] for r in big if "train_loss" in r] == [r["tokens"] for r in acc if "train_loss" in r]
+
+
+def test_early_stopping_and_keep_k(tmp_path):
+    # lr so high that validation gets worse: stop after 2 validations without improvement.
+    s, m = _run(tmp_path, max_steps=60, lr=0.5, min_lr=0.5, schedule="constant", eval_interval=2,
+                early_stop_patience=2, save_interval=2, keep_checkpoints=2, grad_clip=0.0)
+    assert s["stopped_early"] and s["steps"] < 60
+    vals = [r for r in m if "val_loss" in r]
+    best = min(r["val_loss"] for r in vals)
+    assert all(r["val_loss"] >= best for r in vals[-2:])  # the last two did not improve
+    ckpt = tmp_path / "ckpt"
+    kept = sorted(int(p.stem.split("_")[1]) for p in ckpt.glob("model_*.safetensors"))
+    pointers = json.loads((ckpt / "latest.json").read_text())
+    assert pointers["last"] == s["steps"] and pointers["best"] == s["best_step"]
+    assert set(kept) == {pointers["best"], s["steps"], s["steps"] - 2}
+
+
+def test_moe_training_logs_aux_losses_and_expert_load(tmp_path):
+    moe = ModelConfig(arch="moe", n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, expert_hidden=32)
+    s, m = _run(tmp_path, model=moe, max_steps=3, peak_tflops=1.0)
+    row = next(r for r in m if "train_loss" in r)
+    assert {"moe_balance", "moe_z", "expert_load", "mfu"} <= set(row)
+    assert len(row["expert_load"]) == 2 and sum(row["expert_load"][0]) == pytest.approx(1.0, abs=1e-3)
+    assert 0 < row["mfu"] < 1 and s["flops_per_token"] > 0
+
+
+def _tiny_presets():
+    out = []
+    for name in list_presets():
+        variants = list(preset_variants(name)) or [None]
+        for v in variants:
+            out.append((name, v))
+    return out
+
+
+@pytest.mark.parametrize("preset,variant", _tiny_presets())
+def test_every_preset_tiny_scale_builds_and_trains(preset, variant, tmp_path):
+    cfg = variant_config(preset, variant, "tiny", []) if variant else load_config(preset=preset, scale="tiny")
+    vocab = cfg.tokenizer.vocab_size
+    model = build_model(cfg.model, vocab)
+    assert model.num_params() < 1_000_000, "a tiny scale must stay tiny"
+    t = _tokens(3000) % vocab
+    cfg.train.max_steps, cfg.train.eval_interval = 2, 2
+    logger = JSONLLogger(tmp_path / "m.jsonl")
+    s = train(cfg, t[:2400], t[2400:], vocab, tmp_path / "ckpt", logger)
+    logger.close()
+    assert s["steps"] == 2 and np.isfinite(s["final_val_loss"])
+
+
+def test_paper_scales_follow_the_seeds():
+    moe = variant_config("gpt2-vs-moe", "moe", "paper", [])
+    assert (moe.model.n_embd, moe.model.block_size, moe.model.n_layer, moe.model.n_head) == (512, 256, 8, 8)
+    assert (moe.model.n_kv_head, moe.model.n_expert, moe.model.expert_top_k, moe.model.expert_hidden) == (4, 4, 2, 1024)
+    assert moe.model.qk_norm and moe.train.stride == 128
+    gpt2 = variant_config("gpt2-vs-moe", "gpt2", "paper", ["train.lr=1e-4"])
+    assert gpt2.model.arch == "gpt" and gpt2.model.mlp_hidden == 2048 and gpt2.train.lr == 1e-4
+    v1 = load_config(preset="v1", scale="paper")
+    assert (v1.model.n_embd, v1.model.rnn_hidden, v1.model.block_size, v1.train.stride) == (128, 256, 160, 1)
+    v3 = load_config(preset="v3", scale="paper")
+    assert v3.model.n_layer == 2 and v3.model.rnn_layernorm and v3.model.rnn_hidden == 512
+    assert load_config(preset="v2").train.schedule == "plateau"
+    assert set(preset_variants("v4")) == {"gru", "lstm"}
+    v6 = load_config(preset="v6")
+    assert (v6.tokenizer.vocab_size, v6.model.block_size, v6.train.stride) == (16000, 256, 96)
+
+
+def test_comparison_table_format():
+    rows = [{"run": "a", "arch": "gpt", "params_m": 1.5, "val_loss": 3.0, "perplexity": 20.08, "bits_per_byte": 1.2,
+             "tokens_per_s": 1234.0, "peak_memory_mb": 512.0, "wall_time_s": 10.0}]
+    table = comparison_table(rows)
+    assert "| a | gpt | 1.50 | 3.0000 | 20.08 | 1.2000 | 1,234 | 512 | 10.0 |" in table
+
+
+def test_cli_multi_run_preset_prints_comparison(tmp_path):
+    proc = run_cli("run", "gpt2-vs-moe", "--scale", "tiny", "--runs-dir", str(tmp_path), "--set", "train.max_steps=3",
+                   "--set", "sample.max_new_tokens=2", "--set", "eval.max_windows=4", check=True)
+    parent = tmp_path / "gpt2-vs-moe-tiny"
+    for v in ("gpt2", "moe"):
+        assert json.loads((parent / v / "run.json").read_text())["status"] == "completed"
+        assert yaml.safe_load((parent / v / "config.yaml").read_text())["model"]["arch"] == ("gpt" if v == "gpt2" else "moe")
+    assert "| gpt2 | gpt |" in proc.stdout and "| moe | moe |" in proc.stdout
+    rows = json.loads((parent / "comparison.json").read_text())
+    assert [r["run"] for r in rows] == ["gpt2", "moe"] and all(r["tokens_per_s"] > 0 for r in rows)
+    assert (parent / "comparison.md").is_file()
+
+
+def test_bad_variant_is_a_one_line_error(tmp_path):
+    proc = run_cli("run", "gpt2-vs-moe", "--variant", "nope", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "--variant 'nope'" in proc.stderr
