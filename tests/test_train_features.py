@@ -148,3 +148,14 @@ def test_cli_multi_run_preset_prints_comparison(tmp_path):
 def test_bad_variant_is_a_one_line_error(tmp_path):
     proc = run_cli("run", "gpt2-vs-moe", "--variant", "nope", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "--variant 'nope'" in proc.stderr
+
+
+def test_mfu_by_default_uses_the_measured_cpu_peak(tmp_path, monkeypatch):
+    from brlm.compute.flops import flops_per_token
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a fresh per-machine peak cache
+    s, m = _run(tmp_path, max_steps=2)
+    row = next(r for r in m if "train_loss" in r)
+    assert s["peak_flops_per_s"] > 1e8 and 0 < row["mfu"] < 1
+    assert s["flops_per_token"] == flops_per_token(TINY, 300)  # one FLOPs count for trainer and ledger
+    assert (tmp_path / "cache" / "brlm" / "cpu_peak.json").is_file()

@@ -236,7 +236,7 @@ class TrainConfig:
     keep_checkpoints: int = _f(2, "recent checkpoints kept besides the best one; older ones are deleted")
     dtype: str = _f("auto", "'auto' (bf16 autocast on GPUs that support it, fp32 on CPU), 'fp32' or 'bf16'")
     compile: bool = _f(False, "torch.compile the model for training (slow first steps, faster after)")
-    peak_tflops: float = _f(0.0, "hardware peak TFLOP/s per process, for the MFU figure (0 = don't report MFU)")
+    peak_tflops: float = _f(0.0, "hardware peak TFLOP/s per process, for the MFU figure (0 = GPU table or the measured CPU matmul peak)")
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "max_steps", "stride", "eval_interval", "eval_windows", "log_interval"):

@@ -155,12 +155,6 @@ class Llama(nn.Module):
         """Parameters one token passes through (all of them for a dense model)."""
         return self.num_params()
 
-    def flops_per_token(self, seq_len: int | None = None) -> float:
-        """Training FLOPs per token: 6 x active matmul parameters + attention (PaLM appendix B)."""
-        T = seq_len or self.block_size
-        matmul = self.active_params() - self.tok_emb.weight.numel() * (0 if self.cfg.tie_embeddings else 1)
-        return 6 * matmul + 12 * self.cfg.n_layer * self.cfg.n_embd * T
-
     def make_cache(self, batch_size: int, max_len: int, device: str | torch.device = "cpu") -> KVCache:
         dtype = self.tok_emb.weight.dtype
         return KVCache(self.cfg.n_layer, batch_size, self.cfg.kv_heads, self.cfg.head_dim, max_len, device, dtype)

@@ -27,11 +27,9 @@ def build_model(cfg: ModelConfig, vocab_size: int) -> nn.Module:
     return ARCHS[cfg.arch](cfg, vocab_size)
 
 
-def flops_per_token(model: nn.Module) -> float:
-    """Training FLOPs per token (forward + backward) of a built model, for tokens/s -> MFU."""
-    if hasattr(model, "flops_per_token"):
-        return float(model.flops_per_token())
-    # gpt: 6 x matmul parameters (all but the position table) + attention (nanoGPT's estimate_mfu).
-    cfg = model.cfg
-    n = model.num_params() - model.wpe.weight.numel()
-    return float(6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size)
+def flops_per_token(model: nn.Module, seq_len: int | None = None) -> float:
+    """Training FLOPs per token (forward + backward) of a built model, for tokens/s -> MFU.
+    One count for every family: brlm.compute.flops, exact from the config."""
+    from brlm.compute.flops import flops_per_token as count
+
+    return count(model.cfg, model.vocab_size, seq_len)

@@ -60,10 +60,6 @@ class RNNLM(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.emb.weight.numel() if non_embedding and not self.cfg.tie_embeddings else n
 
-    def flops_per_token(self, seq_len: int | None = None) -> float:
-        """Training FLOPs per token: 6 x matmul parameters (recurrent and input weights, head)."""
-        return 6 * (self.num_params() - (0 if self.cfg.tie_embeddings else self.emb.weight.numel()))
-
     def make_cache(self, batch_size: int, max_len: int = 0, device: str | torch.device = "cpu") -> RNNState:
         # An RNN's state does not grow with the context, so batch_size / max_len / device are unused.
         return RNNState()

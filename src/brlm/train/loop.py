@@ -151,6 +151,18 @@ def _set_rng_state(tensors: dict[str, Any], json_part: dict[str, Any], device: t
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
+def device_peak_flops(tc: Any, device: torch.device) -> float | None:
+    """Peak FLOP/s per process for MFU: train.peak_tflops if set, else the GPU table or the
+    measured (and cached per machine) CPU matmul peak of brlm.compute.peak."""
+    if tc.peak_tflops > 0:
+        return tc.peak_tflops * 1e12
+    from brlm.compute.cost import device_key, peak_for
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak, _ = peak_for(device_key(str(device), name), tc.dtype, torch.get_num_threads())
+    return peak
+
+
 def train(
     cfg: RunConfig,
     train_tokens: np.ndarray,
@@ -168,6 +180,7 @@ def train(
     master = rank == 0
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    peak = device_peak_flops(tc, device)  # before seeding: measuring the CPU peak must not touch the RNG
     torch.manual_seed(tc.seed)
 
     train_w = Windows(train_tokens, mc.block_size, tc.stride, name="train")
@@ -334,8 +347,8 @@ def train(
                     "train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": st["tokens_seen"],
                     "tokens_per_s": tok_s, "elapsed": elapsed, "epoch": batches.epoch,
                 }
-                if tc.peak_tflops > 0:
-                    row["mfu"] = fpt * tok_s / (tc.peak_tflops * 1e12 * world)
+                if peak:
+                    row["mfu"] = fpt * tok_s / (peak * world)
                 aux = getattr(model, "aux_losses", None)
                 if aux:
                     row.update({k: float(v) for k, v in aux.items() if k != "ce" and v is not None})
@@ -372,8 +385,8 @@ def train(
         "wall_time_s": wall0 + time.perf_counter() - t_start,
         "train_time_s": st["train_time"],
         "tokens_per_s": st["tokens_seen"] / st["train_time"] if st["train_time"] else 0.0,
-        **({"mfu": fpt * st["tokens_seen"] / st["train_time"] / (tc.peak_tflops * 1e12 * world)}
-           if tc.peak_tflops > 0 and st["train_time"] else {}),
+        **({"mfu": fpt * st["tokens_seen"] / st["train_time"] / (peak * world), "peak_flops_per_s": peak}
+           if peak and st["train_time"] else {}),
         "initial_val_loss": st["first_val"],
         "best_val_loss": st["best_val"],
         "final_val_loss": st["val_loss"],
