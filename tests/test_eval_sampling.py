@@ -7,7 +7,8 @@ import torch.nn as nn
 
 from brlm.data.loader import Windows
 from brlm.eval.intrinsic import bits_per_byte, evaluate_windows
-from brlm.infer.sampling import generate, make_sampler, top_k_filter, top_p_filter
+from brlm.infer.engine import generate
+from brlm.infer.sampling import make_sampler, top_k_filter, top_p_filter
 
 
 class TableModel(nn.Module):

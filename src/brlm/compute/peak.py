@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 from brlm.errors import BrlmError
+from brlm.runs.registry import cpu_model
 
 # name -> {title, vram_gb, fp32, bf16} with peaks in FLOP/s.
 GPUS: dict[str, dict[str, Any]] = {
@@ -59,16 +59,6 @@ def cache_dir() -> Path:
         return Path(os.environ["BRLM_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "brlm"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure_matmul_peak(dtype: str = "fp32", threads: int = 0, n: int = 1024, seconds: float = 0.4) -> float:

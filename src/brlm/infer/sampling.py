@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-import torch.nn as nn
 
 # f(logits (B, V), generator, history (B, t) of ids so far or None) -> next ids (B, 1).
 Sampler = Callable[..., torch.Tensor]
@@ -87,20 +86,3 @@ def cut_at_stop(text: str, stop_strings: list[str]) -> str:
 def parse_stop_strings(spec: str) -> list[str]:
     """Config form: stop strings separated by '|', with '\\n' written as an escape."""
     return [s.replace("\\n", "\n").replace("\\t", "\t") for s in spec.split("|") if s] if spec else []
-
-
-def generate(
-    model: nn.Module,
-    prompt_ids: list[int],
-    max_new_tokens: int,
-    sampler: Sampler,
-    generator: torch.Generator | None = None,
-    eos_id: int | None = None,
-    device: str | torch.device = "cpu",
-    use_cache: bool = True,
-    stop: Callable[[list[int]], str | None] | None = None,
-) -> tuple[list[int], dict]:
-    """Generate up to max_new_tokens after prompt_ids (see brlm.infer.engine.generate)."""
-    from brlm.infer.engine import generate as engine_generate
-
-    return engine_generate(model, prompt_ids, max_new_tokens, sampler, generator, eos_id, device, use_cache, stop)
