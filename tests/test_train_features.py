@@ -159,3 +159,24 @@ def test_mfu_by_default_uses_the_measured_cpu_peak(tmp_path, monkeypatch):
     assert s["peak_flops_per_s"] > 1e8 and 0 < row["mfu"] < 1
     assert s["flops_per_token"] == flops_per_token(TINY, 300)  # one FLOPs count for trainer and ledger
     assert (tmp_path / "cache" / "brlm" / "cpu_peak.json").is_file()
+
+
+def test_a_stale_low_cpu_peak_is_measured_again(tmp_path, monkeypatch):
+    # A peak cached while the machine was busy is too low; an achieved rate above it forces a
+    # new measurement, and the cache keeps the best figure ever measured.
+    import json
+
+    from brlm.compute.peak import cpu_peak_flops
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = cpu_peak_flops("fp32", 1)
+    path = tmp_path / "brlm" / "cpu_peak.json"
+    cache = json.loads(path.read_text())
+    key = next(iter(cache))
+    cache[key]["peak_flops_per_s"] = 1.0  # stale, absurdly low
+    path.write_text(json.dumps(cache))
+    assert cpu_peak_flops("fp32", 1)["peak_flops_per_s"] == 1.0  # trusted while nothing contradicts it
+    again = cpu_peak_flops("fp32", 1, at_least=1e6)
+    assert again["cached"] is False and again["peak_flops_per_s"] > 1e6
+    assert json.loads(path.read_text())[key]["peak_flops_per_s"] == again["peak_flops_per_s"]
+    assert first["peak_flops_per_s"] > 1e6

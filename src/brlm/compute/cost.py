@@ -71,10 +71,11 @@ def _peak_column(dtype: str) -> str:
     return "bf16" if dtype in ("bf16", "fp16") else "fp32"
 
 
-def peak_for(key: str, dtype: str = "fp32", threads: int = 0) -> tuple[float | None, str]:
-    """Peak FLOP/s of a device key and where the figure came from."""
+def peak_for(key: str, dtype: str = "fp32", threads: int = 0, at_least: float = 0.0) -> tuple[float | None, str]:
+    """Peak FLOP/s of a device key and where the figure came from. On CPU a cached peak below
+    `at_least` (an achieved FLOP/s) is measured again (see brlm.compute.peak.cpu_peak_flops)."""
     if key == "cpu":
-        m = cpu_peak_flops(dtype if dtype in ("fp32", "bf16") else "fp32", threads)
+        m = cpu_peak_flops(dtype if dtype in ("fp32", "bf16") else "fp32", threads, at_least=at_least)
         return m["peak_flops_per_s"], f"measured torch.mm on this CPU ({m['threads']} threads, {'cached' if m['cached'] else 'fresh'})"
     if key in GPUS:
         col = _peak_column(dtype)
@@ -126,7 +127,7 @@ def run_cost(train: dict[str, Any], cfg: RunConfig, vocab_size: int) -> dict[str
     if cc.peak_flops_per_s > 0:
         peak, peak_source = cc.peak_flops_per_s, "cost.peak_flops_per_s"
     else:
-        peak, peak_source = peak_for(key, dtype, threads)
+        peak, peak_source = peak_for(key, dtype, threads, at_least=fpt * tok_s)
 
     out: dict[str, Any] = {
         "arch": cfg.model.arch,

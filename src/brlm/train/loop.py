@@ -151,7 +151,7 @@ def _set_rng_state(tensors: dict[str, Any], json_part: dict[str, Any], device: t
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
-def device_peak_flops(tc: Any, device: torch.device) -> float | None:
+def device_peak_flops(tc: Any, device: torch.device, at_least: float = 0.0) -> float | None:
     """Peak FLOP/s per process for MFU: train.peak_tflops if set, else the GPU table or the
     measured (and cached per machine) CPU matmul peak of brlm.compute.peak."""
     if tc.peak_tflops > 0:
@@ -159,7 +159,7 @@ def device_peak_flops(tc: Any, device: torch.device) -> float | None:
     from brlm.compute.cost import device_key, peak_for
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    peak, _ = peak_for(device_key(str(device), name), tc.dtype, torch.get_num_threads())
+    peak, _ = peak_for(device_key(str(device), name), tc.dtype, torch.get_num_threads(), at_least=at_least)
     return peak
 
 
@@ -347,6 +347,8 @@ def train(
                     "train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": st["tokens_seen"],
                     "tokens_per_s": tok_s, "elapsed": elapsed, "epoch": batches.epoch,
                 }
+                if peak and fpt * tok_s > peak * world and tc.peak_tflops == 0:
+                    peak = device_peak_flops(tc, device, at_least=fpt * tok_s / world)  # the cached peak was too low
                 if peak:
                     row["mfu"] = fpt * tok_s / (peak * world)
                 aux = getattr(model, "aux_losses", None)
