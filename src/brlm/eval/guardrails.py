@@ -3,7 +3,8 @@
 * byte-fallback ratio: share of generated tokens that are byte pieces (`<0xC3>`): text the
   vocabulary could not spell (threshold 0.03 in the seeds);
 * short-piece ratio: share of generated pieces that are alphabetic and at most 2 characters long
-  (`▁a`, `ç`, `de` count; punctuation does not): subword fragmentation (threshold 0.12);
+  as stored (`ç`, `de` count; `▁a` and punctuation do not — the seeds' definition, shared with
+  `brlm tokenizer report`): subword fragmentation (threshold 0.12);
 * repetition: distinct-1/2/3 over words (unique n-grams / n-grams) and the longest word n-gram
   that occurs twice;
 * non-word rate: share of generated words (lower-cased letter runs) never seen in the training
@@ -18,6 +19,8 @@ import json
 import re
 from pathlib import Path
 from typing import Any, Iterable
+
+from brlm.tokenizers.report import is_short_piece
 
 _WORD = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*", re.UNICODE)  # letter runs, with hyphen/apostrophe joins
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
@@ -43,8 +46,7 @@ def piece_stats(tok: Any, ids: list[int], short_chars: int = 2) -> dict[str, Any
         if is_byte_piece(tok, i):
             n_byte += 1
             continue
-        text = tok.piece(i).replace("\u2581", "")
-        if text.isalpha() and len(text) <= short_chars:
+        if is_short_piece(tok.piece(i), short_chars):  # one definition with `brlm tokenizer report`
             n_short += 1
     return {
         "pieces": n,

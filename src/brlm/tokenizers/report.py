@@ -4,8 +4,8 @@ Figures (all over the given texts):
 * tokens_per_char, tokens_per_word (fertility; words = whitespace-separated strings);
 * words_kept_whole: share of alphabetic word occurrences that " word" encodes as one piece;
 * byte_fallback_ratio: share of tokens that are UTF-8 byte pieces;
-* short_piece_ratio: share of tokens whose piece (without the word-start mark) is 1-2 characters,
-  all letters (the seeds' definition; their guardrail was 0.12);
+* short_piece_ratio: share of tokens whose piece, as stored, is 1-2 characters, all letters (the
+  seeds' definition: a word-start piece "▁a" is not all letters; their guardrail was 0.12);
 * unk_rate: share of <unk> tokens;
 * most_fragmented: frequent words split into the most pieces.
 
@@ -44,12 +44,16 @@ def load_any(spec: str | Path) -> tuple[str, Any]:
     raise BrlmError(f"{p}: no tokenizer here; expected a run folder, a tokenizer folder or a SentencePiece .model file")
 
 
+def is_short_piece(piece: str, max_chars: int = 2) -> bool:
+    """The seeds' short piece: 1..max_chars characters as stored, all letters ("▁a" is not)."""
+    return 1 <= len(piece) <= max_chars and piece.isalpha()
+
+
 def _piece_tables(tok: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     v = tok.vocab_size
     pieces = [tok.piece(i) for i in range(v)]
     is_byte = np.array([bool(tok.is_byte(i)) if hasattr(tok, "is_byte") else False for i in range(v)])
-    core = pieces  # the seeds counted the piece as stored: "▁a" (word start) is not all letters
-    is_short = np.array([(1 <= len(c) <= 2 and c.isalpha()) and not b for c, b in zip(core, is_byte)])
+    is_short = np.array([is_short_piece(c) and not b for c, b in zip(pieces, is_byte)])
     is_unk = np.zeros(v, dtype=bool)
     unk = getattr(tok, "unk_id", 0)
     if unk is not None and 0 <= unk < v:
