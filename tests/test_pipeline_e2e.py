@@ -122,3 +122,22 @@ def test_failed_rerun_keeps_earlier_artifacts(tiny_run, tmp_path):
 def test_bad_prompts_file(tiny_run, tmp_path):
     proc = run_cli("sample", str(tiny_run), "--prompts", str(tmp_path / "nada.txt"), "--out", str(tmp_path / "s.json"))
     _one_line_error(proc, "nada.txt: prompts file not found")
+
+
+def test_every_model_family_through_the_whole_pipeline(tmp_path):
+    """rnn (GRU and LSTM, preset v4) and llama go through data -> ... -> eval, samples,
+    guardrails, cost and report via `brlm run`, like the gpt demo (moe: test_train_features)."""
+    run_cli("run", "v4", "--scale", "tiny", "--runs-dir", str(tmp_path), "--name", "v4",
+            "--set", "train.max_steps=4", "--set", "guardrails.num_seeds=1", check=True)
+    run_cli("run", "demo", "--scale", "tiny", "--runs-dir", str(tmp_path), "--name", "llama",
+            "--set", "model.arch=llama", "--set", "model.n_kv_head=1", "--set", "train.max_steps=4",
+            "--set", "guardrails.num_seeds=1", check=True)
+    folders = [p.parent for p in tmp_path.rglob("run.json")]
+    archs = set()
+    for run in folders:
+        assert json.loads((run / "run.json").read_text())["status"] == "completed", run
+        for name in ("eval.json", "samples.json", "guardrails.json", "cost.json", "report.md", "report.html"):
+            assert (run / name).is_file(), f"{run.name}: {name}"
+        archs.add(yaml.safe_load((run / "config.yaml").read_text())["model"]["arch"])
+        assert json.loads((run / "eval.json").read_text())["bits_per_byte"] > 0
+    assert archs == {"rnn", "llama"} and len(folders) == 3
