@@ -11,11 +11,11 @@ from brlm.compute.flops import (
     flops_per_token_6n,
     forward_flops_breakdown,
     forward_flops_per_token,
-    llama_hidden,
     mfu,
     param_counts,
 )
 from brlm.config import ModelConfig
+from brlm.config import swiglu_width as llama_hidden
 from brlm.errors import BrlmError
 
 V = 300

@@ -162,6 +162,11 @@ class TokenizerConfig:
         _check(self.max_piece_length >= 1, "tokenizer.max_piece_length", self.max_piece_length, "an integer >= 1")
 
 
+def swiglu_width(n_embd: int, multiple_of: int = 64) -> int:
+    """SwiGLU width: 2/3 of 4·d (same parameters as a 4·d GELU MLP), rounded up to a multiple of 64."""
+    return multiple_of * ((int(8 * n_embd / 3) + multiple_of - 1) // multiple_of)
+
+
 @dataclass
 class ModelConfig:
     arch: str = _f("gpt", "architecture name in brlm.models.registry: gpt, llama, moe, rnn")
@@ -199,6 +204,17 @@ class ModelConfig:
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
         _check(self.rope_base > 0, "model.rope_base", self.rope_base, "a number > 0")
         _check(self.rnn_cell in ("lstm", "gru"), "model.rnn_cell", self.rnn_cell, "'lstm' or 'gru'")
+
+    @property
+    def ffn_hidden(self) -> int:
+        """MLP width: mlp_hidden if set, else 4*n_embd (gpt) or the SwiGLU rule (llama, moe)."""
+        if self.mlp_hidden:
+            return self.mlp_hidden
+        return 4 * self.n_embd if self.arch == "gpt" else swiglu_width(self.n_embd)
+
+    @property
+    def expert_ffn_hidden(self) -> int:
+        return self.expert_hidden or self.ffn_hidden
 
     @property
     def kv_heads(self) -> int:

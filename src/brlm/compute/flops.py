@@ -29,22 +29,6 @@ from brlm.config import ModelConfig
 from brlm.errors import BrlmError
 
 
-def llama_hidden(n_embd: int, multiple_of: int = 64) -> int:
-    """SwiGLU width: 2/3 of 4·d (same parameters as a 4·d GELU MLP), rounded up to a multiple of 64."""
-    hidden = int(2 * 4 * n_embd / 3)
-    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
-
-
-def mlp_hidden_size(cfg: ModelConfig) -> int:
-    if cfg.mlp_hidden:
-        return cfg.mlp_hidden
-    return 4 * cfg.n_embd if cfg.arch == "gpt" else llama_hidden(cfg.n_embd)
-
-
-def expert_hidden_size(cfg: ModelConfig) -> int:
-    return cfg.expert_hidden or mlp_hidden_size(cfg)
-
-
 def _check_arch(cfg: ModelConfig) -> None:
     if cfg.arch not in ("gpt", "llama", "moe", "rnn"):
         raise BrlmError(f"model.arch={cfg.arch!r}: no FLOPs/parameter formula; expected gpt, llama, moe or rnn")
@@ -70,7 +54,7 @@ def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
         return {"total": total, "embedding": emb, "active": total, "non_embedding": total - emb}
     if cfg.arch == "gpt":
         b = 1 if cfg.bias else 0
-        hid = mlp_hidden_size(cfg)
+        hid = cfg.ffn_hidden
         ln = d * (1 + b)
         per_layer = (
             2 * ln
@@ -86,9 +70,9 @@ def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
     attn = d * d + 2 * d * kvd + d * d + (2 * cfg.head_dim if cfg.qk_norm else 0)
     norms = 2 * d
     if cfg.arch == "llama":
-        ffn = ffn_active = 3 * d * mlp_hidden_size(cfg)
+        ffn = ffn_active = 3 * d * cfg.ffn_hidden
     else:  # moe
-        eh = expert_hidden_size(cfg)
+        eh = cfg.expert_ffn_hidden
         ffn = d * cfg.n_expert + cfg.n_expert * 3 * d * eh
         ffn_active = d * cfg.n_expert + cfg.expert_top_k * 3 * d * eh
     emb = V * d
@@ -121,12 +105,12 @@ def forward_flops_breakdown(
     out["attention_proj"] = float(L * 2 * d * (qd + 2 * kvd + d))  # q, k, v in; o out
     out["attention_scores"] = L * 2 * 2 * qd * ctx  # Q·Kᵀ and softmax·V, each 2·n_head·head_dim·ctx
     if cfg.arch == "gpt":
-        out["mlp"] = float(L * 2 * 2 * d * mlp_hidden_size(cfg))  # c_fc, c_proj
+        out["mlp"] = float(L * 2 * 2 * d * cfg.ffn_hidden)  # c_fc, c_proj
     elif cfg.arch == "llama":
-        out["mlp"] = float(L * 2 * 3 * d * mlp_hidden_size(cfg))  # gate, up, down
+        out["mlp"] = float(L * 2 * 3 * d * cfg.ffn_hidden)  # gate, up, down
     else:
         out["router"] = float(L * 2 * d * cfg.n_expert)
-        out["mlp"] = float(L * cfg.expert_top_k * 2 * 3 * d * expert_hidden_size(cfg))
+        out["mlp"] = float(L * cfg.expert_top_k * 2 * 3 * d * cfg.expert_ffn_hidden)
     out["lm_head"] = float(2 * d * V)
     return out
 

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from brlm.compute.flops import expert_hidden_size, mlp_hidden_size, param_counts
+from brlm.compute.flops import param_counts
 from brlm.config import ModelConfig
 from brlm.errors import BrlmError
 
@@ -128,15 +128,15 @@ def lora_target_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int, int]]:
     d = cfg.n_embd
     kvd = cfg.kv_heads * cfg.head_dim
     if cfg.arch == "gpt":
-        h = mlp_hidden_size(cfg)
+        h = cfg.ffn_hidden
         # GPT-2 fuses q, k, v into one c_attn; LoRA on it counts as q, k and v together.
         return {"q": (d, d, 1), "k": (d, d, 1), "v": (d, d, 1), "o": (d, d, 1), "up": (d, h, 1), "down": (h, d, 1)}
     if cfg.arch == "moe":
-        eh = expert_hidden_size(cfg)
+        eh = cfg.expert_ffn_hidden
         return {"q": (d, d, 1), "k": (d, kvd, 1), "v": (d, kvd, 1), "o": (d, d, 1),
                 "gate": (d, eh, cfg.n_expert), "up": (d, eh, cfg.n_expert), "down": (eh, d, cfg.n_expert)}
     if cfg.arch == "llama":
-        h = mlp_hidden_size(cfg)
+        h = cfg.ffn_hidden
         return {"q": (d, d, 1), "k": (d, kvd, 1), "v": (d, kvd, 1), "o": (d, d, 1), "gate": (d, h, 1), "up": (d, h, 1), "down": (h, d, 1)}
     raise BrlmError(f"model.arch={cfg.arch!r}: LoRA targets are defined for gpt, llama and moe")
 
@@ -176,11 +176,11 @@ def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: in
     kvd = cfg.kv_heads * cfg.head_dim
     attn = d + d + d + 2 * kvd + d  # norm input, norm output (= q/k/v input), q, k, v, attention output
     if cfg.arch == "gpt":
-        ffn = d + d + 2 * mlp_hidden_size(cfg)  # norm input/output, c_fc output (GELU input), GELU output
+        ffn = d + d + 2 * cfg.ffn_hidden  # norm input/output, c_fc output (GELU input), GELU output
     elif cfg.arch == "llama":
-        ffn = d + d + 4 * mlp_hidden_size(cfg)  # norm in/out, gate out, silu out, up out, product
+        ffn = d + d + 4 * cfg.ffn_hidden  # norm in/out, gate out, silu out, up out, product
     else:
-        ffn = d + d + cfg.expert_top_k * 4 * expert_hidden_size(cfg) + 2 * cfg.n_expert  # + router logits/probs
+        ffn = d + d + cfg.expert_top_k * 4 * cfg.expert_ffn_hidden + 2 * cfg.n_expert  # + router logits/probs
     per_layer = float(attn + ffn)
     if attention_impl == "math":
         # T keys per query: the softmax output; with dropout also its mask and output (PyTorch's math

@@ -22,13 +22,6 @@ from brlm.config import ModelConfig
 from brlm.models.cache import KVCache
 
 
-def swiglu_hidden(cfg: ModelConfig) -> int:
-    """mlp_hidden if set, else a multiple of 64 near 8/3 * n_embd (same FLOPs as a 4x GELU MLP)."""
-    if cfg.mlp_hidden:
-        return cfg.mlp_hidden
-    return 64 * ((int(8 * cfg.n_embd / 3) + 63) // 64)
-
-
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -140,7 +133,7 @@ class Llama(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     def make_ffn(self, cfg: ModelConfig) -> nn.Module:
-        return SwiGLU(cfg.n_embd, swiglu_hidden(cfg))
+        return SwiGLU(cfg.n_embd, cfg.ffn_hidden)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -23,14 +23,14 @@ import torch.nn.functional as F
 
 from brlm.config import ModelConfig
 from brlm.models.cache import KVCache
-from brlm.models.llama import Llama, SwiGLU, swiglu_hidden
+from brlm.models.llama import Llama, SwiGLU
 
 
 class MoEFFN(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_expert, self.top_k = cfg.n_expert, cfg.expert_top_k
-        hidden = cfg.expert_hidden or swiglu_hidden(cfg)
+        hidden = cfg.expert_ffn_hidden
         self.router = nn.Linear(cfg.n_embd, cfg.n_expert, bias=False)
         self.experts = nn.ModuleList([SwiGLU(cfg.n_embd, hidden) for _ in range(cfg.n_expert)])
         # Filled by forward: the two auxiliary losses and the share of routed slots per expert.
