@@ -2,8 +2,11 @@
 measured in the same run on the same machine.
 
 Model: 5.3 M parameters — vocab 8192, 4 layers, 4 heads, n_embd 256, block 256, batch 16, fp32.
-* brlm: `brlm.train.loop.train` (the real trainer: fused AdamW, clipping, SDPA attention), eager
-  and with `train.compile=true`; tokens/s is the trainer's own figure (optimizer steps only).
+* brlm: `brlm.train.loop.train` (the real trainer: fused AdamW, clipping, SDPA attention, the
+  chunked head + cross-entropy of models/loss.py), eager and with `train.compile=true`; tokens/s
+  is the trainer's own figure (optimizer steps only).
+* ablation: the same brlm run with the loss computed the usual way, F.cross_entropy over the full
+  (B*T, V) logits, to show what the fused loss is worth.
 * reference: `GPT2LMHeadModel` / `LlamaForCausalLM` built from a config (no download), trained by
   a plain PyTorch loop (forward with labels, backward, clip, AdamW).
 MFU = FLOPs/token (6 N + 12 L C T, the same formula for both) x tokens/s / measured fp32 matmul peak.
@@ -16,13 +19,17 @@ Needs `pip install 'brlm[hf]'` (transformers).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+import brlm.models.gpt
+import brlm.models.llama
 from brlm.config import ModelConfig, RunConfig, TrainConfig
 from brlm.models.registry import build_model, flops_per_token
 from brlm.runs.logging import JSONLLogger, read_metrics
@@ -46,6 +53,21 @@ def matmul_peak(n: int = 2048, reps: int = 8, dtype: torch.dtype = torch.float32
 def model_cfg(arch: str) -> ModelConfig:
     return ModelConfig(arch=arch, n_layer=LAYERS, n_head=HEADS, n_embd=EMBD, block_size=BLOCK, dropout=0.0,
                        bias=arch == "gpt", tie_embeddings=True)
+
+
+@contextlib.contextmanager
+def unfused_loss():
+    """Swap the fused head + loss for F.cross_entropy over the full logits (the ablation)."""
+    def full_logits_loss(hidden, weight, targets, bias=None):
+        logits = F.linear(hidden, weight, bias)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+    saved = brlm.models.gpt.linear_cross_entropy, brlm.models.llama.linear_cross_entropy
+    brlm.models.gpt.linear_cross_entropy = brlm.models.llama.linear_cross_entropy = full_logits_loss
+    try:
+        yield
+    finally:
+        brlm.models.gpt.linear_cross_entropy, brlm.models.llama.linear_cross_entropy = saved
 
 
 def brlm_tokens_per_s(arch: str, steps: int, warmup: int, compile_: bool, dtype: str = "fp32") -> float:
@@ -84,8 +106,9 @@ def hf_model(arch: str) -> torch.nn.Module:
     return transformers.LlamaForCausalLM(cfg)
 
 
-def hf_tokens_per_s(arch: str, steps: int, warmup: int) -> tuple[float, int]:
-    """A plain PyTorch loop on the HF model; tokens/s of the median step after `warmup`."""
+def hf_tokens_per_s(arch: str, steps: int, warmup: int, bf16: bool = False) -> tuple[float, int]:
+    """A plain PyTorch loop on the HF model (optionally under bf16 autocast, as brlm's bf16 row);
+    tokens/s of the median step after `warmup`."""
     torch.manual_seed(0)
     model = hf_model(arch).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
@@ -93,7 +116,8 @@ def hf_tokens_per_s(arch: str, steps: int, warmup: int) -> tuple[float, int]:
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        loss = model(input_ids=x, labels=x).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=x, labels=x).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -108,7 +132,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocations)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
-    ap.add_argument("--bf16", action="store_true", help="also measure brlm with bf16 autocast")
+    ap.add_argument("--bf16", action="store_true", help="also measure brlm and HF with bf16 autocast")
     ap.add_argument("--archs", default="gpt,llama")
     ap.add_argument("--rounds", type=int, default=2, help="alternating HF / brlm rounds; the best round counts")
     args = ap.parse_args()
@@ -116,8 +140,9 @@ def main() -> None:
 
     peak = matmul_peak()
     print(f"threads {torch.get_num_threads()} | measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    peak_bf16 = matmul_peak(dtype=torch.bfloat16) if args.bf16 else 0.0
     if args.bf16:
-        print(f"measured bf16 matmul peak {matmul_peak(dtype=torch.bfloat16) / 1e9:.0f} GFLOP/s")
+        print(f"measured bf16 matmul peak {peak_bf16 / 1e9:.0f} GFLOP/s")
     # Rounds alternate HF and brlm so both see the same machine load; each figure is the best
     # round's median step (on a shared machine the best round is the closest to an idle one).
     best: dict[str, float] = {}
@@ -135,21 +160,29 @@ def main() -> None:
             ref, n_hf = hf_tokens_per_s(arch, args.steps, args.warmup)
             keep(f"HF {'GPT2LMHeadModel' if arch == 'gpt' else 'LlamaForCausalLM'} (plain loop)|{arch}", ref, n_hf)
             keep(f"brlm {arch} eager|{arch}", brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False), n_brlm)
+            with unfused_loss():
+                keep(f"brlm {arch} eager, unfused loss (ablation)|{arch}",
+                     brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False), n_brlm)
             if args.bf16:
+                keep(f"HF {arch} plain loop, bf16 autocast|{arch}", *hf_tokens_per_s(arch, args.steps, args.warmup, bf16=True))
                 keep(f"brlm {arch} eager, bf16 autocast|{arch}",
                      brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False, dtype="bf16"), n_brlm)
             if not args.no_compile and r == args.rounds - 1:
                 keep(f"brlm {arch} torch.compile|{arch}", brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=True), n_brlm)
     peak = max(peak, matmul_peak())  # again at the end: the best of both counts as the peak
     print(f"measured fp32 matmul peak (best of start and end) {peak / 1e9:.0f} GFLOP/s")
-    rows = []
+    if args.bf16:
+        peak_bf16 = max(peak_bf16, matmul_peak(dtype=torch.bfloat16))
+        print(f"measured bf16 matmul peak (best of start and end) {peak_bf16 / 1e9:.0f} GFLOP/s")
+    print("\nMFU against the peak of the dtype the matmuls run in; 'vs HF': against the HF row of the same dtype.")
+    print("\n| run | params | tokens/s | MFU | vs HF |\n|---|---|---|---|---|")
     for key, tps in best.items():
         name, arch = key.split("|")
-        ref = next(v for k, v in best.items() if k.startswith("HF") and k.endswith(f"|{arch}"))
-        rows.append((name, params[key], tps, flops_per_token(build_model(model_cfg(arch), VOCAB)), tps / ref))
-    print("\n| run | params | tokens/s | MFU | vs HF |\n|---|---|---|---|---|")
-    for name, n, tps, fpt, ratio in rows:
-        print(f"| {name} | {n / 1e6:.2f} M | {tps:,.0f} | {fpt * tps / peak:.0%} | {ratio:.2f}x |")
+        bf16 = "bf16" in name
+        ref = next(v for k, v in best.items() if k.startswith("HF") and k.endswith(f"|{arch}") and ("bf16" in k) == bf16)
+        fpt = flops_per_token(build_model(model_cfg(arch), VOCAB))
+        mfu = fpt * tps / (peak_bf16 if bf16 else peak)
+        print(f"| {name} | {params[key] / 1e6:.2f} M | {tps:,.0f} | {mfu:.0%} | {tps / ref:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -122,3 +122,17 @@ def test_run_cost_on_a_gpu_uses_the_table(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
     unknown = run_cost(train, load_config(preset="demo", scale="tiny"), 400)
     assert unknown["mfu"] is None and unknown["estimated_cost_usd"] is None
+
+
+def test_run_cost_reads_torch_dtype_names_of_older_runs(monkeypatch):
+    """train.json before 2026-11-22 said 'bfloat16': that is the bf16 column, not fp32."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce RTX 4090")
+    cfg = load_config(preset="demo", scale="tiny")
+    old = run_cost({**TRAIN, "device": "cuda:0", "dtype": "bfloat16"}, cfg, 400)
+    new = run_cost({**TRAIN, "device": "cuda:0", "dtype": "bf16"}, cfg, 400)
+    fp32 = run_cost({**TRAIN, "device": "cuda:0", "dtype": "float32"}, cfg, 400)
+    assert old["peak_flops_per_s"] == new["peak_flops_per_s"] == 165.2e12
+    assert fp32["peak_flops_per_s"] < new["peak_flops_per_s"]

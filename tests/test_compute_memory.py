@@ -120,14 +120,20 @@ def test_activation_formula_matches_what_autograd_saves(dropout):
     from brlm.compute.memory import activation_elements_per_token
     from brlm.config import ModelConfig
     from brlm.models.gpt import GPT
+    from brlm.models.loss import default_chunk_rows
 
     cfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=32, dropout=dropout)
     model = GPT(cfg, 300).train()
     B, T = 4, 32
     x = torch.randint(0, 300, (B, T))
     measured = _saved_bytes(model, x, x)
-    a = activation_elements_per_token(cfg, 300, T, "math" if dropout > 0 else "flash")  # CPU: math iff dropout
-    # The head term also holds the logits (kept alive by the training loop, not saved by autograd) and
-    # their gradient (allocated in backward): 2·V per token that autograd's hooks do not see.
-    predicted = B * T * (a["layers"] * 4 + (a["head"] - 2 * 300) * 4 + a["mask_bytes"])
+    a = activation_elements_per_token(cfg, 300, T, "math" if dropout > 0 else "flash", fused_loss=True)  # CPU: math iff dropout
+    # The fused loss saves d(loss)/d(hidden) and the head weight's gradient; its chunk of logits is
+    # transient, not saved.
+    chunk = 4 * default_chunk_rows(300) * 300
+    predicted = B * T * (a["layers"] * 4 + a["head"] * 4 + a["mask_bytes"]) + a["head_fixed_bytes"] - chunk
     assert predicted == pytest.approx(measured, rel=0.10)
+    # An HF-style loss keeps the logits (alive in the training loop, not saved by autograd), the
+    # log-softmax (saved) and their gradient (allocated in backward): 3·V per token instead.
+    unfused = activation_elements_per_token(cfg, 300, T, "flash", fused_loss=False)
+    assert unfused["head"] - a["head"] == 3 * 300 and unfused["head_fixed_bytes"] == 0

@@ -22,7 +22,7 @@ from brlm.runs.logging import read_metrics
 from .conftest import run_cli
 
 COMMON = ["--set", "train.max_steps=12", "--set", "train.log_interval=1", "--set", "train.eval_interval=6",
-          "--set", "model.dropout=0.0", "--set", "train.threads=1"]
+          "--set", "model.dropout=0.0", "--set", "train.threads=1", "--set", "train.dtype=fp32"]  # tolerance is for fp32
 
 
 def _losses(run):

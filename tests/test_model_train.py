@@ -17,7 +17,8 @@ TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0)
 def test_shapes_and_loss():
     model = build_model(TINY, vocab_size=300)
     idx = torch.randint(0, 300, (3, 16))
-    logits, loss = model(idx, idx)
+    logits, _ = model(idx)
+    _, loss = model(idx, idx)
     assert logits.shape == (3, 16, 300)
     assert abs(loss.item() - math.log(300)) < 0.5  # near-uniform at init
 
@@ -87,7 +88,8 @@ def _tiny_train(tmp_path, steps=12):
     base = np.tile(np.arange(50, dtype=np.uint16), 80)
     noise = rng.integers(0, 300, size=base.size).astype(np.uint16)
     tokens = np.where(rng.random(base.size) < 0.1, noise, base)
-    cfg = RunConfig(model=TINY, train=TrainConfig(batch_size=4, max_steps=steps, stride=8, warmup_steps=2, eval_interval=6, eval_windows=4, log_interval=1, seed=3))
+    cfg = RunConfig(model=TINY, train=TrainConfig(batch_size=4, max_steps=steps, stride=8, warmup_steps=2, eval_interval=6, eval_windows=4, log_interval=1, seed=3,
+                                                         dtype="fp32"))  # pinned in fp32: "auto" is bf16 on AMX CPUs
     logger = JSONLLogger(tmp_path / "metrics.jsonl")
     summary = train(cfg, tokens[:3500], tokens[3500:], 300, tmp_path / "ckpt", logger)
     logger.close()
@@ -113,3 +115,30 @@ def test_pinned_first_losses(tmp_path):
 
 
 PINNED = [5.697, 5.679, 5.635]
+
+
+def test_auto_dtype_is_bf16_only_where_it_pays(monkeypatch):
+    import brlm.train.loop as loop
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "cpu_has_amx_bf16", lambda: True)
+    assert loop.autocast_dtype("auto", cpu) is torch.bfloat16 and loop.dtype_name(torch.bfloat16) == "bf16"
+    assert loop.autocast_dtype("fp32", cpu) is None  # asked for explicitly
+    monkeypatch.setattr(loop, "cpu_has_amx_bf16", lambda: False)
+    assert loop.autocast_dtype("auto", cpu) is None and loop.dtype_name(None) == "fp32"
+    assert loop.autocast_dtype("bf16", cpu) is torch.bfloat16  # asked for explicitly
+
+
+def test_bf16_training_is_seeded_and_recorded(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 300, size=4000).astype(np.uint16)
+    runs = []
+    for name in ("a", "b"):
+        cfg = RunConfig(model=TINY, train=TrainConfig(batch_size=4, max_steps=4, stride=8, warmup_steps=1, eval_interval=4,
+                                                      eval_windows=2, log_interval=1, seed=3, dtype="bf16"))
+        logger = JSONLLogger(tmp_path / f"{name}.jsonl")
+        summary = train(cfg, tokens[:3500], tokens[3500:], 300, tmp_path / name, logger)
+        logger.close()
+        runs.append((summary, [r["train_loss"] for r in read_metrics(tmp_path / f"{name}.jsonl") if "train_loss" in r]))
+    assert runs[0][0]["dtype"] == "bf16"
+    assert runs[0][1] == runs[1][1] and len(runs[0][1]) == 4

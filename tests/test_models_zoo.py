@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from brlm.config import ModelConfig
 from brlm.errors import ConfigError
@@ -30,8 +31,13 @@ def test_shapes_and_initial_loss(cfg):
     torch.manual_seed(0)
     model = build_model(cfg, V)
     idx = torch.randint(0, V, (3, 16))
-    logits, loss = model(idx, torch.randint(0, V, (3, 16)))  # not idx: a tied head favours the input token
-    assert logits.shape == (3, 16, V)
+    targets = torch.randint(0, V, (3, 16))  # not idx: a tied head favours the input token
+    logits, _ = model(idx)
+    none, loss = model(idx, targets)  # the fused head + loss returns no logits
+    assert logits.shape == (3, 16, V) and none is None
+    # ... and the same loss as cross-entropy over the full logits (the moe loss adds its aux losses)
+    ce = model.aux_losses["ce"] if cfg.arch == "moe" else loss
+    assert ce.item() == pytest.approx(F.cross_entropy(logits.view(-1, V), targets.view(-1)).item(), rel=1e-5)
     assert abs(loss.item() - math.log(V)) < 0.5
     assert model.block_size == 16
     assert flops_per_token(model) > 0
@@ -108,11 +114,29 @@ def test_rope_base_changes_output():
     assert not torch.allclose(a(idx)[0][:, 5:], b(idx)[0][:, 5:])
 
 
+def test_fused_rope_matches_rotate_half_and_its_gradient():
+    """apply_rope's hand-written backward against autograd through the textbook formula."""
+    from brlm.models.llama import apply_rope, rope_cos_sin
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 8, dtype=torch.float64, requires_grad=True)  # (B, T, nh, hd)
+    cos, sin = (t.double() for t in rope_cos_sin(torch.arange(3, 8), 8, 10000.0))
+
+    def textbook(x):  # HF: x * cos + rotate_half(x) * sin with cos, sin repeated over both halves
+        c, s = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
+        return x * c + torch.cat([-x[..., 4:], x[..., :4]], -1) * s
+
+    assert torch.allclose(apply_rope(x, cos, sin), textbook(x))
+    assert torch.autograd.gradcheck(lambda t: apply_rope(t, cos, sin), (x,))
+    g = torch.randn_like(x)
+    assert torch.allclose(torch.autograd.grad(apply_rope(x, cos, sin), x, g)[0], torch.autograd.grad(textbook(x), x, g)[0])
+
+
 def test_moe_routing_and_aux_losses():
     torch.manual_seed(0)
     model = build_model(MOE, V)
     idx = torch.randint(0, V, (4, 16))
-    logits, loss = model(idx, idx)
+    _, loss = model(idx, idx)
     aux = model.aux_losses
     expected = aux["ce"] + MOE.aux_loss_coef * aux["moe_balance"] + MOE.z_loss_coef * aux["moe_z"]
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)

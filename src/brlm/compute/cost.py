@@ -106,6 +106,7 @@ def run_cost(train: dict[str, Any], cfg: RunConfig, vocab_size: int) -> dict[str
     cc = cfg.cost
     device = str(train.get("device", "cpu"))
     dtype = str(train.get("dtype", "fp32"))
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)  # train.json before 2026-11-22
     threads = int(train.get("threads") or 0)
     if device.startswith("cuda"):
         try:

@@ -20,7 +20,10 @@ Terms (each can be left out with `terms=`; `SEEDS_TERMS` are the ones the seeds 
 * `activations`  tensors saved for backward, per token per layer, counted from the layer's code
                  (Korthikanti et al. 2022, "Reducing Activation Recomputation", §4, for a GPT layer
                  34·s·b·h bytes at 16 bit = 16 saved elements of width d + 2 dropout-mask bytes); plus
-                 the logits and their log-softmax in fp32 (3·V per token at the loss). Attention
+                 the head: for Hugging Face models the logits, their log-softmax and its gradient in
+                 fp32 (3·V per token); for brlm's own models, whose head + loss runs in chunks
+                 (models/loss.py), the gradient of the hidden states (d per token), the head
+                 weight's gradient (V·d fp32) and one chunk of logits. Attention
                  through fused SDPA / flash kernels saves no T×T matrix; `attention_impl="math"`
                  adds it (1 T×T tensor per head, 3 with dropout); "auto" picks math for training with
                  dropout on CPU, where PyTorch's fused kernel has no dropout, and flash otherwise. Gradient checkpointing keeps only each layer's input and recomputes one
@@ -75,6 +78,7 @@ class ModelSpec:
     cfg: ModelConfig | None = None
     vocab_size: int = 0
     micro_batch: int = 1  # a preset's train.batch_size
+    fused_loss: bool = False  # brlm's chunked head + loss (no (B, T, V) logits); False: HF-style loss
 
 
 def parse_size(text: str) -> int:
@@ -88,8 +92,9 @@ def parse_size(text: str) -> int:
     return int(round(value))
 
 
-def spec_from_config(name: str, cfg: ModelConfig, vocab_size: int) -> ModelSpec:
-    return ModelSpec(name, param_counts(cfg, vocab_size)["total"], cfg, vocab_size)
+def spec_from_config(name: str, cfg: ModelConfig, vocab_size: int, fused_loss: bool = True) -> ModelSpec:
+    """A brlm model (fused_loss=True: trained through models/loss.py) or a published architecture."""
+    return ModelSpec(name, param_counts(cfg, vocab_size)["total"], cfg, vocab_size, fused_loss=fused_loss)
 
 
 def resolve_model(text: str) -> ModelSpec:
@@ -100,7 +105,8 @@ def resolve_model(text: str) -> ModelSpec:
         fields, vocab = table[key]
         arch = "gpt" if key == "gpt2" else "llama"
         defaults = {} if arch == "gpt" else {"bias": False, "tie_embeddings": False}
-        return spec_from_config(key, ModelConfig(arch=arch, dropout=0.0, **{**defaults, **fields}), vocab)
+        # Trained through transformers, whose loss holds the full logits.
+        return spec_from_config(key, ModelConfig(arch=arch, dropout=0.0, **{**defaults, **fields}), vocab, fused_loss=False)
     from brlm.config import list_presets, load_config
 
     preset, _, scale = key.partition(":")
@@ -164,15 +170,27 @@ def lora_trainable_params(cfg: ModelConfig, rank: int, targets: str = "qv") -> i
 # Activations
 
 
-def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int, attention_impl: str = "flash") -> dict[str, float]:
-    """Saved-for-backward elements per token: per layer (all layers), head, and mask bytes."""
+def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int, attention_impl: str = "flash",
+                                  fused_loss: bool = False) -> dict[str, float]:
+    """Saved-for-backward elements per token: per layer (all layers), head (fp32), and mask bytes;
+    plus `head_fixed_bytes`, memory of the fused loss that does not grow with the tokens."""
+    from brlm.models.loss import default_chunk_rows
+
     d, L = cfg.n_embd, cfg.n_layer
     masks = 0.0
+    width = cfg.rnn_hidden if cfg.arch == "rnn" else d  # what the head reads
+    if fused_loss:
+        # The head weight's gradient (fp32) and one chunk of logits with its softmax, in place.
+        head_fixed = 4.0 * vocab_size * width + 4.0 * default_chunk_rows(vocab_size) * vocab_size
+    else:
+        head_fixed = 0.0
     if cfg.arch == "rnn":
         h = cfg.rnn_hidden
         gates = 4 if cfg.rnn_cell == "lstm" else 3
         per_layer = (gates + 3) * h  # gate pre-activations, h, c and the layer input
-        return {"layer": float(per_layer), "layers": float(L * per_layer), "head": 3.0 * vocab_size + d, "mask_bytes": 0.0}
+        head = (h if fused_loss else 3.0 * vocab_size + h)  # d(loss)/d(hidden) or logits, log-softmax, gradient + input
+        return {"layer": float(per_layer), "layers": float(L * per_layer), "head": float(head), "mask_bytes": 0.0,
+                "head_fixed_bytes": head_fixed}
     kvd = cfg.kv_heads * cfg.head_dim
     attn = d + d + d + 2 * kvd + d  # norm input, norm output (= q/k/v input), q, k, v, attention output
     if cfg.arch == "gpt":
@@ -188,8 +206,11 @@ def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: in
         per_layer += (3 if cfg.dropout > 0 else 1) * cfg.n_head * seq_len
     if cfg.dropout > 0:
         masks += L * 2 * d + d  # attention and MLP residual dropout masks, embedding dropout (1 B each)
-    head = 3.0 * vocab_size + 2 * d  # logits, log-softmax, their gradient (fp32); final norm in/out
-    return {"layer": per_layer, "layers": L * per_layer, "head": head, "mask_bytes": masks}
+    if fused_loss:
+        head = 2.0 * d  # final norm input, d(loss)/d(hidden) kept by the fused loss
+    else:
+        head = 3.0 * vocab_size + 2 * d  # logits, log-softmax, their gradient (fp32); final norm in/out
+    return {"layer": per_layer, "layers": L * per_layer, "head": head, "mask_bytes": masks, "head_fixed_bytes": head_fixed}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,15 +321,16 @@ def estimate_memory(
     # Activations and the KV cache need an architecture.
     act_bytes = bpp  # activations in the compute dtype (for QLoRA: the bf16/fp16 compute dtype)
     if cfg is not None and method != "inference":
-        a = activation_elements_per_token(cfg, model.vocab_size, T, attention_impl)
+        a = activation_elements_per_token(cfg, model.vocab_size, T, attention_impl, model.fused_loss)
         tokens = micro_batch * T
         if checkpointing:
             layers = cfg.n_layer * cfg.n_embd + a["layer"]  # each layer's input + one layer recomputed
             notes.append("gradient checkpointing: each layer's input kept, one layer recomputed at a time")
         else:
             layers = a["layers"]
-        out["activations"] = tokens * (layers * act_bytes + a["head"] * 4 + a["mask_bytes"])
-        notes.append(f"activations for micro-batch {micro_batch} × {T} tokens, {attention_impl} attention, in {act_bytes} B/element; logits in fp32")
+        out["activations"] = tokens * (layers * act_bytes + a["head"] * 4 + a["mask_bytes"]) + a["head_fixed_bytes"]
+        notes.append(f"activations for micro-batch {micro_batch} × {T} tokens, {attention_impl} attention, in {act_bytes} B/element; "
+                     + ("chunked head + loss (no full logits)" if model.fused_loss else "logits in fp32"))
     elif method != "inference":
         notes.append("activations not counted: give an architecture (known name or preset) for them")
     if method == "inference":

@@ -3,7 +3,8 @@
 
     from brlm.config import ModelConfig
     model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=64), vocab_size=300)
-    logits, loss = model(idx, targets)   # idx, targets: (B, T) int64
+    logits, _ = model(idx)               # idx: (B, T) int64 -> logits (B, T, V)
+    _, loss = model(idx, targets)        # mean cross-entropy; the (B, T, V) logits are never held
 
 Decoding with a KV cache (brlm.models.cache protocol; brlm.infer.engine uses it):
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from brlm.config import ModelConfig
 from brlm.models.cache import KVCache
+from brlm.models.loss import linear_cross_entropy
 
 
 class CausalSelfAttention(nn.Module):
@@ -123,9 +125,7 @@ class GPT(nn.Module):
         dtype = self.wte.weight.dtype
         return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.n_embd // cfg.n_head, max_len, device=device, dtype=dtype)
 
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         if start + T > self.block_size:
@@ -136,8 +136,14 @@ class GPT(nn.Module):
             x = block(x, cache, i)
         if cache is not None:
             cache.advance(T)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        return self.ln_f(x)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(logits (B, T, V), None) without targets; (None, mean cross-entropy) with them, computed
+        by the fused head + loss that never holds all the logits (models/loss.py)."""
+        h = self.hidden_states(idx, cache)
+        if targets is None:
+            return self.lm_head(h), None
+        return None, linear_cross_entropy(h, self.lm_head.weight, targets)

@@ -5,7 +5,7 @@ Mixture-of-Experts FFN (moe.py overrides `make_ffn`).
 
     from brlm.config import ModelConfig
     model = Llama(ModelConfig(arch="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=32), vocab_size=300)
-    logits, loss = model(idx, targets)              # idx, targets: (B, T) int64
+    _, loss = model(idx, targets)                   # idx, targets: (B, T) int64; fused head + loss
     cache = model.make_cache(1, 64, "cpu")          # KV cache for decoding (models/cache.py)
     logits, _ = model(idx[:, :5], cache=cache)      # then one token at a time
 """
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from brlm.config import ModelConfig
 from brlm.models.cache import KVCache
+from brlm.models.loss import linear_cross_entropy
 
 
 class RMSNorm(nn.Module):
@@ -29,22 +30,48 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+        # Weight in the input's dtype: under autocast q and k arrive in bf16, and PyTorch's fused
+        # rms_norm kernel needs matching dtypes (else it falls back to the slower composite).
+        return F.rms_norm(x, (x.size(-1),), self.weight.to(x.dtype), self.eps)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (T, head_dim) for the given absolute positions (HF "rotate_half" layout)."""
+    """cos, sin of shape (T, 1, head_dim / 2) for the given absolute positions: one angle per
+    pair (x_i, x_{i + hd/2}), the "rotate_half" layout of Hugging Face's Llama."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
-    freqs = torch.outer(positions.float(), inv_freq)  # (T, hd/2)
-    emb = torch.cat([freqs, freqs], dim=-1)  # (T, hd)
-    return emb.cos(), emb.sin()
+    freqs = torch.outer(positions.float(), inv_freq).unsqueeze(1)  # (T, 1, hd/2)
+    return freqs.cos(), freqs.sin()
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    out = torch.empty_like(x)
+    o1, o2 = out.chunk(2, dim=-1)
+    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)  # x1 cos - x2 sin
+    torch.mul(x2, cos, out=o2).addcmul_(x1, sin)  # x2 cos + x1 sin
+    return out
+
+
+class _Rope(torch.autograd.Function):
+    """RoPE in two fused passes. A rotation's gradient is the rotation by minus the angle, so
+    backward needs only cos and sin, not x (autograd's version of x*cos + rotate_half(x)*sin
+    saves x and makes ~10 passes over q and k)."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):  # type: ignore[override]
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad.contiguous(), cos, -sin), None, None
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x_i, x_{i+hd/2}) by position-dependent angles. x: (B, nh, T, hd)."""
-    half = x.size(-1) // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
+    """Rotate pairs (x_i, x_{i+hd/2}) by position-dependent angles. x: (B, T, nh, hd);
+    cos, sin: (T, 1, hd/2) from rope_cos_sin."""
+    return _Rope.apply(x, cos.to(x.dtype), sin.to(x.dtype))
 
 
 class Attention(nn.Module):
@@ -64,12 +91,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        q = self.wq(x).view(B, T, self.n_head, self.head_dim)  # (B, T, nh, hd)
+        k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, nkv, hd)
         v = self.wv(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # Rotate while contiguous, then heads first for attention: (B, nh, T, hd), (B, nkv, T, hd).
+        q, k = apply_rope(q, cos, sin).transpose(1, 2), apply_rope(k, cos, sin).transpose(1, 2)
         mask, causal = None, True
         if cache is not None:
             past = cache.pos
@@ -166,9 +194,10 @@ class Llama(nn.Module):
         return self.norm(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits = self.lm_head(self.hidden_states(idx, cache))  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+                cache: KVCache | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(logits (B, T, V), None) without targets; (None, mean cross-entropy) with them (fused
+        head + loss, models/loss.py)."""
+        h = self.hidden_states(idx, cache)
+        if targets is None:
+            return self.lm_head(h), None
+        return None, linear_cross_entropy(h, self.lm_head.weight, targets)

@@ -12,7 +12,7 @@ separately in `model.aux_losses` for logging, with the per-expert load in `model
   which keeps router logits small.
 
     model = MoE(ModelConfig(arch="moe", n_layer=2, n_head=4, n_kv_head=2, n_embd=32, n_expert=4), 300)
-    logits, loss = model(idx, targets)   # loss = cross-entropy + aux_loss_coef*balance + z_loss_coef*z
+    _, loss = model(idx, targets)   # loss = cross-entropy + aux_loss_coef*balance + z_loss_coef*z
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class MoE(Llama):
         return torch.stack([layer.ffn.load for layer in self.layers])
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                cache: KVCache | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         logits, ce = super().forward(idx, targets, cache)
         ffns = [layer.ffn for layer in self.layers]
         balance = torch.stack([f.balance_loss for f in ffns]).mean()

@@ -6,7 +6,8 @@ shares the embedding matrix only when asked and the widths agree (n_embd == rnn_
 
     model = RNNLM(ModelConfig(arch="rnn", rnn_cell="gru", n_layer=2, n_embd=32, rnn_hidden=64,
                               tie_embeddings=False), vocab_size=300)
-    logits, loss = model(idx, targets)             # (B, T) -> (B, T, V)
+    logits, _ = model(idx)                         # (B, T) -> (B, T, V)
+    _, loss = model(idx, targets)                  # fused head + loss (models/loss.py)
     state = model.make_cache(1, 0, "cpu")          # carried hidden state for decoding
     logits, _ = model(idx, cache=state)            # state.pos advances by T
 """
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from brlm.config import ModelConfig
 from brlm.errors import ConfigError
+from brlm.models.loss import linear_cross_entropy
 
 
 class RNNState:
@@ -65,7 +66,7 @@ class RNNLM(nn.Module):
         return RNNState()
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: RNNState | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                cache: RNNState | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x = self.drop(self.emb(idx))  # (B, T, n_embd)
         hidden_in = cache.hidden if cache is not None and cache.hidden is not None else [None] * len(self.rnns)
         hidden_out = []
@@ -78,8 +79,6 @@ class RNNLM(nn.Module):
         if cache is not None:
             cache.hidden = hidden_out
             cache.pos += idx.size(1)
-        logits = self.head(x)  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        if targets is None:
+            return self.head(x), None  # (B, T, V)
+        return None, linear_cross_entropy(x, self.head.weight, targets, bias=self.head.bias)

@@ -90,9 +90,20 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return out
 
 
+def cpu_has_amx_bf16() -> bool:
+    """True on CPUs with AMX bf16 tiles (Intel Xeon 4th gen and later), where oneDNN runs bf16
+    matmuls at ~2x the fp32 rate."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # an older or different torch build
+        return False
+
+
 def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """None means plain fp32. 'auto' picks bf16 only on GPUs that support it: on this project's
-    reference CPU the fp32 path is the one we measured and pinned (see benchmarks/RESULTS.md)."""
+    """None means plain fp32. 'auto' picks bf16 autocast where we measured it to pay: GPUs that
+    support it, and CPUs with AMX (2x the tokens/s of fp32 on the benchmark models,
+    benchmarks/RESULTS.md). Other CPUs emulate bf16 matmuls and are several times slower in
+    bf16, so they stay fp32."""
     if name == "fp32":
         return None
     if name == "bf16":
@@ -101,7 +112,14 @@ def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
+    if device.type == "cpu" and cpu_has_amx_bf16():
+        return torch.bfloat16
     return None
+
+
+def dtype_name(amp_dtype: torch.dtype | None) -> str:
+    """The short name train.json, the cost ledger and the peak table use: 'bf16' or 'fp32'."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")  # type: ignore[arg-type]
 
 
 class _StopFlag:
@@ -152,14 +170,16 @@ def _set_rng_state(tensors: dict[str, Any], json_part: dict[str, Any], device: t
 
 
 def device_peak_flops(tc: Any, device: torch.device, at_least: float = 0.0) -> float | None:
-    """Peak FLOP/s per process for MFU: train.peak_tflops if set, else the GPU table or the
-    measured (and cached per machine) CPU matmul peak of brlm.compute.peak."""
+    """Peak FLOP/s per process for MFU, in the dtype the matmuls run in: train.peak_tflops if
+    set, else the GPU table or the measured (and cached per machine) CPU matmul peak of
+    brlm.compute.peak."""
     if tc.peak_tflops > 0:
         return tc.peak_tflops * 1e12
     from brlm.compute.cost import device_key, peak_for
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    peak, _ = peak_for(device_key(str(device), name), tc.dtype, torch.get_num_threads(), at_least=at_least)
+    dtype = dtype_name(autocast_dtype(tc.dtype, device))
+    peak, _ = peak_for(device_key(str(device), name), dtype, torch.get_num_threads(), at_least=at_least)
     return peak
 
 
@@ -262,7 +282,7 @@ def train(
             f"train: {mc.arch} {n_params / 1e6:.2f}M params | {len(train_w):,} train windows "
             f"(block {mc.block_size}, stride {tc.stride}) | {len(val_idx)} val windows | device {device}"
             + (f" x {world} processes" if ddp else "")
-            + (f" | autocast {amp_dtype}" if amp_dtype else "")
+            + (f" | autocast {dtype_name(amp_dtype)}" if amp_dtype else "")
         )
     tokens_per_step = tc.batch_size * tc.grad_accum * world * mc.block_size
     wall0 = st["wall_time"]
@@ -396,7 +416,7 @@ def train(
         "best_step": st["best_step"],
         "device": str(device),
         "processes": world,
-        "dtype": str(amp_dtype or torch.float32).replace("torch.", ""),
+        "dtype": dtype_name(amp_dtype),
         "compiled": tc.compile,
         "threads": torch.get_num_threads(),
         **peak_memory_mb(device),

@@ -1,0 +1,121 @@
+"""The language-model head and its cross-entropy in one pass, a chunk of rows at a time.
+
+The usual `F.cross_entropy(hidden @ W.T, targets)` materialises the (B*T, V) logits, a log-softmax
+of the same size, and in backward a same-size gradient plus its zero fill. With V = 8192 and
+4096 tokens that is 134 MB per tensor, and on a CPU each one is a fresh allocation whose pages
+fault in one by one. On the 5.3 M-parameter benchmark model those element-wise passes over the
+logits took 30 % of a training step (benchmarks/RESULTS.md).
+
+`linear_cross_entropy` computes logits for `chunk_rows` rows at a time, turns them into the
+loss and, when a gradient is needed, straight into d(loss)/d(logits) = (softmax - onehot) / n in
+place, then into the gradients of the hidden states and of the head weight (and bias). Those are
+kept and scaled by the incoming gradient in backward. The same idea is Liger-Kernel's
+FusedLinearCrossEntropy and torchtune's chunked loss. The matmul FLOPs do not change; what goes
+away is the (B*T, V) memory and the passes over it.
+
+    loss = linear_cross_entropy(hidden, lm_head.weight, targets)   # hidden (..., C), targets (...)
+
+Targets equal to `ignore_index` (-100, as in `F.cross_entropy`) count neither in the loss nor in
+its mean. The result matches `F.cross_entropy(F.linear(hidden, weight, bias), targets)` and its
+gradients to float rounding (tests/test_models_loss.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+CHUNK_BYTES = 4 * 2**20  # logits per chunk: 4 MB of fp32 (128 rows at V = 8192) stays in cache
+
+
+def default_chunk_rows(vocab_size: int) -> int:
+    return max(16, CHUNK_BYTES // (4 * vocab_size))
+
+
+def _chunk_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                        grad_scale: torch.Tensor | None) -> torch.Tensor:
+    """Summed loss of one chunk of (at least fp32) `logits` (rows, V). With `grad_scale` (rows,), overwrites
+    `logits` with grad_scale * (softmax - onehot(targets)), the gradient of the loss."""
+    safe = targets.clamp(min=0).unsqueeze(1)  # ignored rows point at 0; their weight is 0
+    target_logit = logits.gather(1, safe).squeeze(1)
+    row_max = logits.amax(dim=1, keepdim=True)
+    if grad_scale is None:
+        lse = torch.logsumexp(logits, dim=1)
+    else:
+        logits.sub_(row_max).exp_()
+        row_sum = logits.sum(dim=1, keepdim=True)
+        lse = row_max.squeeze(1) + row_sum.squeeze(1).log()
+        logits.mul_(grad_scale.unsqueeze(1) / row_sum)  # softmax * scale
+        logits.scatter_add_(1, safe, -grad_scale.unsqueeze(1))  # - onehot * scale
+    return ((lse - target_logit) * valid).sum()
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, ignore_index, chunk_rows):  # type: ignore[override]
+        dev = hidden.device.type
+        # Under autocast the matmuls run in its dtype (as nn.Linear would); softmax stays fp32.
+        cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+        acc = torch.promote_types(cdt, torch.float32)  # softmax and sums: fp32 at least
+        valid = (targets != ignore_index).to(acc)
+        n_valid = valid.sum().clamp(min=1.0)
+        scale = valid / n_valid  # each valid row's share of the mean
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=acc) if ctx.needs_input_grad[1] else None
+        grad_bias = torch.zeros_like(bias, dtype=acc) if bias is not None and ctx.needs_input_grad[2] else None
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        with torch.autocast(dev, enabled=False):
+            w = weight.to(cdt)
+            b = bias.to(cdt) if bias is not None else None
+            for start in range(0, hidden.size(0), chunk_rows):
+                rows = slice(start, start + chunk_rows)
+                h = hidden[rows].to(cdt)
+                logits = F.linear(h, w, b).to(acc)
+                total += _chunk_softmax_loss(logits, targets[rows], valid[rows], scale[rows])
+                g = logits.to(cdt)  # now the gradient of the loss w.r.t. these logits
+                if grad_hidden is not None:
+                    grad_hidden[rows] = g @ w
+                if grad_weight is not None:
+                    if cdt == acc:
+                        torch.addmm(grad_weight, g.t(), h, out=grad_weight)  # in place, seen by FlopCounterMode
+                    else:
+                        grad_weight += (g.t() @ h).to(acc)
+                if grad_bias is not None:
+                    grad_bias += logits.sum(dim=0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_loss):  # type: ignore[override]
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        w_dtype, b_dtype = ctx.dtypes
+
+        def scaled(g: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+            return None if g is None else (g * grad_loss.to(g.dtype)).to(dtype or g.dtype)
+
+        return (scaled(grad_hidden, None), scaled(grad_weight, w_dtype), scaled(grad_bias, b_dtype),
+                None, None, None)
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         bias: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
+                         chunk_rows: int | None = None) -> torch.Tensor:
+    """Mean cross-entropy of `F.linear(hidden, weight, bias)` against `targets`, without ever
+    holding all the logits. hidden: (..., C); weight: (V, C); targets: (...) int64."""
+    C, V = hidden.size(-1), weight.size(0)
+    hidden, targets = hidden.reshape(-1, C), targets.reshape(-1)
+    if hidden.size(0) != targets.size(0):
+        raise ValueError(f"hidden has {hidden.size(0)} rows but targets has {targets.size(0)}")
+    rows = chunk_rows or default_chunk_rows(V)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
+    if needs_grad:
+        return _LinearCrossEntropy.apply(hidden.contiguous(), weight, bias, targets, ignore_index, rows)
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    valid = (targets != ignore_index).to(acc)
+    total = torch.zeros((), dtype=acc, device=hidden.device)
+    for start in range(0, hidden.size(0), rows):
+        sl = slice(start, start + rows)
+        total += _chunk_softmax_loss(F.linear(hidden[sl], weight, bias).to(acc), targets[sl], valid[sl], None)
+    return total / valid.sum().clamp(min=1.0)

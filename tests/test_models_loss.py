@@ -1,0 +1,87 @@
+"""The fused head + cross-entropy (models/loss.py) against F.cross_entropy over full logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brlm.models.loss import default_chunk_rows, linear_cross_entropy
+
+
+def _inputs(n=37, c=8, v=50, bias=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, c, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(v, c, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(v, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    t = torch.randint(0, v, (n,), generator=g)
+    return h, w, b, t
+
+
+def _grads(loss, *tensors):
+    return torch.autograd.grad(loss, [x for x in tensors if x is not None])
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 5, 16, 37, 100])  # 37 rows: uneven, exact and oversized chunks
+@pytest.mark.parametrize("bias", [False, True])
+def test_matches_full_logits_loss_and_gradients(chunk_rows, bias):
+    h, w, b, t = _inputs(bias=bias)
+    t[::4] = -100  # ignored rows count neither in the sum nor in the mean
+    ref = F.cross_entropy(F.linear(h, w, b), t)
+    got = linear_cross_entropy(h, w, t, bias=b, chunk_rows=chunk_rows)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-12)
+    for g_ref, g_got in zip(_grads(ref, h, w, b), _grads(got, h, w, b)):
+        assert torch.allclose(g_ref, g_got, rtol=1e-10, atol=1e-12)
+
+
+def test_incoming_gradient_scales_the_result():
+    """loss / grad_accum, or a weighted sum of losses, must scale the stored gradients."""
+    h, w, _, t = _inputs()
+    ref = _grads(0.25 * F.cross_entropy(h @ w.t(), t), h, w)
+    got = _grads(0.25 * linear_cross_entropy(h, w, t, chunk_rows=8), h, w)
+    for a, b in zip(ref, got):
+        assert torch.allclose(a, b, rtol=1e-10)
+
+
+def test_batched_hidden_and_targets_and_no_grad_path():
+    h, w, _, t = _inputs(n=24)
+    ref = F.cross_entropy(h @ w.t(), t)
+    assert linear_cross_entropy(h.view(3, 8, -1), w, t.view(3, 8), chunk_rows=5).item() == pytest.approx(ref.item())
+    with torch.no_grad():  # loss only, chunked, no stored gradients
+        assert linear_cross_entropy(h, w, t, chunk_rows=5).item() == pytest.approx(ref.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="rows"):
+        linear_cross_entropy(h, w, t[:-1])
+
+
+def test_all_targets_ignored_gives_zero_not_nan():
+    h, w, _, t = _inputs(n=4)
+    loss = linear_cross_entropy(h, w, torch.full_like(t, -100))
+    assert loss.item() == 0.0
+    assert all(torch.count_nonzero(g) == 0 for g in _grads(loss, h, w))
+
+
+def test_tied_weight_gets_both_gradients():
+    """With tied embeddings the head weight is also the embedding: autograd adds both parts."""
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(20, 6)
+    idx, t = torch.randint(0, 20, (2, 7)), torch.randint(0, 20, (2, 7))
+    ref = _grads(F.cross_entropy((emb(idx) @ emb.weight.t()).view(-1, 20), t.view(-1)), emb.weight)[0]
+    got = _grads(linear_cross_entropy(emb(idx), emb.weight, t, chunk_rows=3), emb.weight)[0]
+    assert torch.allclose(ref, got, atol=1e-6)
+
+
+def test_bf16_autocast_close_to_fp32():
+    h, w, _, t = _inputs(n=64, c=16, v=40)
+    h, w = h.detach().float().requires_grad_(), w.detach().float().requires_grad_()
+    ref = F.cross_entropy(h @ w.t(), t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = linear_cross_entropy(h, w, t, chunk_rows=16)
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(ref.item(), rel=2e-2)
+    gh, gw = _grads(got, h, w)
+    assert gh.dtype == h.dtype and gw.dtype == w.dtype
+    assert torch.allclose(gh, _grads(ref, h)[0], atol=5e-3)
+
+
+def test_default_chunk_keeps_logits_small():
+    assert default_chunk_rows(8192) * 8192 * 4 <= 4 * 2**20
+    assert default_chunk_rows(10**7) >= 16
