@@ -137,3 +137,11 @@ def test_activation_formula_matches_what_autograd_saves(dropout):
     # log-softmax (saved) and their gradient (allocated in backward): 3·V per token instead.
     unfused = activation_elements_per_token(cfg, 300, T, "flash", fused_loss=False)
     assert unfused["head"] - a["head"] == 3 * 300 and unfused["head_fixed_bytes"] == 0
+
+
+def test_fused_head_memory_counts_the_head_gradient_only_when_trained():
+    m = resolve_model("demo:tiny")
+    assert m.fused_loss and not resolve_model("llama-3.1-8b").fused_loss
+    full = estimate_memory(m, method="full", dtype="fp32").terms["activations"]
+    lora = estimate_memory(m, method="lora", dtype="fp32").terms["activations"]
+    assert full - lora == 4 * m.vocab_size * m.cfg.n_embd  # the frozen head has no fp32 weight gradient

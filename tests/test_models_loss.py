@@ -85,3 +85,19 @@ def test_bf16_autocast_close_to_fp32():
 def test_default_chunk_keeps_logits_small():
     assert default_chunk_rows(8192) * 8192 * 4 <= 4 * 2**20
     assert default_chunk_rows(10**7) >= 16
+
+
+def test_out_of_range_targets_are_refused_like_cross_entropy():
+    h, w, _, t = _inputs(n=6, v=10)
+    for bad in (-1, 10):
+        t2 = t.clone()
+        t2[3] = bad
+        with pytest.raises(IndexError, match=f"target {bad} is out of bounds"):
+            linear_cross_entropy(h, w, t2)
+
+
+def test_second_order_gradients_fail_loudly():
+    h, w, _, t = _inputs()
+    (gh,) = torch.autograd.grad(linear_cross_entropy(h, w, t), h, create_graph=True)
+    with pytest.raises(RuntimeError):
+        gh.sum().backward()  # the gradients were computed in forward: not differentiable again

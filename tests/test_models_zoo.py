@@ -236,3 +236,22 @@ def test_llama_matches_hugging_face_logits():
     idx = torch.randint(0, V, (2, 16))
     with torch.no_grad():
         assert torch.allclose(ours(idx)[0], hf(input_ids=idx).logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("cfg", [LLAMA, ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0)],
+                         ids=["llama", "gpt"])
+def test_training_forward_compiles_without_graph_breaks(cfg):
+    """train.compile=true: the fused RoPE and the fused loss must trace as one graph. (moe is not
+    here: its token dispatch has data-dependent shapes, which Dynamo splits the graph at.)"""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    torch.manual_seed(0)
+    model = build_model(cfg, V)
+    idx, targets = torch.randint(0, V, (2, 16)), torch.randint(0, V, (2, 16))
+    eager = model(idx, targets)[1]
+    compiled = torch.compile(model, backend=counter)(idx, targets)[1]
+    compiled.backward()
+    assert counter.frame_count == 1
+    assert compiled.item() == pytest.approx(eager.item(), rel=1e-5)

@@ -171,7 +171,7 @@ def lora_trainable_params(cfg: ModelConfig, rank: int, targets: str = "qv") -> i
 
 
 def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int, attention_impl: str = "flash",
-                                  fused_loss: bool = False) -> dict[str, float]:
+                                  fused_loss: bool = False, head_trainable: bool = True) -> dict[str, float]:
     """Saved-for-backward elements per token: per layer (all layers), head (fp32), and mask bytes;
     plus `head_fixed_bytes`, memory of the fused loss that does not grow with the tokens."""
     from brlm.models.loss import default_chunk_rows
@@ -180,8 +180,8 @@ def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: in
     masks = 0.0
     width = cfg.rnn_hidden if cfg.arch == "rnn" else d  # what the head reads
     if fused_loss:
-        # The head weight's gradient (fp32) and one chunk of logits with its softmax, in place.
-        head_fixed = 4.0 * vocab_size * width + 4.0 * default_chunk_rows(vocab_size) * vocab_size
+        # The head weight's gradient (fp32; none when LoRA freezes the head) and one chunk of logits.
+        head_fixed = 4.0 * vocab_size * width * head_trainable + 4.0 * default_chunk_rows(vocab_size) * vocab_size
     else:
         head_fixed = 0.0
     if cfg.arch == "rnn":
@@ -321,7 +321,8 @@ def estimate_memory(
     # Activations and the KV cache need an architecture.
     act_bytes = bpp  # activations in the compute dtype (for QLoRA: the bf16/fp16 compute dtype)
     if cfg is not None and method != "inference":
-        a = activation_elements_per_token(cfg, model.vocab_size, T, attention_impl, model.fused_loss)
+        a = activation_elements_per_token(cfg, model.vocab_size, T, attention_impl, model.fused_loss,
+                                          head_trainable=method == "full")
         tokens = micro_batch * T
         if checkpointing:
             layers = cfg.n_layer * cfg.n_embd + a["layer"]  # each layer's input + one layer recomputed

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from brlm.data.loader import Windows
 from brlm.data.prepare import iter_split_texts
@@ -44,8 +45,12 @@ class HFCausalLM(nn.Module):
         self.block_size = int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024)
         self.vocab_size = int(cfg.vocab_size)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
-        return self.model(input_ids=idx, use_cache=False).logits, None  # (B, T, V)
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """As brlm's models: (logits (B, T, V), None) without targets, (None, mean cross-entropy) with them."""
+        logits = self.model(input_ids=idx, use_cache=False).logits
+        if targets is None:
+            return logits, None
+        return None, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
 
 
 def bytes_to_unicode() -> dict[int, str]:

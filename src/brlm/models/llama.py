@@ -45,6 +45,8 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float) -> tuple[t
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
+    if torch.compiler.is_compiling():  # Dynamo cannot trace out= into strided views; Inductor fuses this anyway
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
     out = torch.empty_like(x)
     o1, o2 = out.chunk(2, dim=-1)
     torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)  # x1 cos - x2 sin
@@ -63,6 +65,7 @@ class _Rope(torch.autograd.Function):
         return _rotate(x, cos, sin)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
         cos, sin = ctx.saved_tensors
         return _rotate(grad.contiguous(), cos, -sin), None, None

@@ -88,12 +88,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total / n_valid
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the gradients were computed in forward
     def backward(ctx, grad_loss):  # type: ignore[override]
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         w_dtype, b_dtype = ctx.dtypes
 
         def scaled(g: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
-            return None if g is None else (g * grad_loss.to(g.dtype)).to(dtype or g.dtype)
+            if g is None:
+                return None
+            return (g * grad_loss.float()).to(dtype or g.dtype)  # fp32 scale: 1/k is not rounded to bf16
 
         return (scaled(grad_hidden, None), scaled(grad_weight, w_dtype), scaled(grad_bias, b_dtype),
                 None, None, None)
@@ -108,6 +111,12 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     hidden, targets = hidden.reshape(-1, C), targets.reshape(-1)
     if hidden.size(0) != targets.size(0):
         raise ValueError(f"hidden has {hidden.size(0)} rows but targets has {targets.size(0)}")
+    if not torch.compiler.is_compiling():
+        # F.cross_entropy's check: the chunks would otherwise read a wrong target as class 0.
+        bad = ((targets < 0) & (targets != ignore_index)) | (targets >= V)
+        if bool(bad.any()):
+            raise IndexError(f"target {int(targets[bad][0])} is out of bounds for a vocabulary of {V} "
+                             f"(ignore_index={ignore_index})")
     rows = chunk_rows or default_chunk_rows(V)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     if needs_grad:
