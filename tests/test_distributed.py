@@ -54,3 +54,31 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert sb["final_val_loss"] == pytest.approx(sa["final_val_loss"], rel=1e-4)
     # Only rank 0 wrote: one progress line per logged step, not two.
     assert proc.stderr.count("step     12/12 | loss") == 1
+
+
+def _torchrun(*args, timeout=600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "brlm", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_whole_pipeline_under_torchrun(tmp_path):
+    """`brlm run` under torchrun: rank 0 prepares data and tokenizer, both ranks train, rank 0
+    evaluates, samples and writes the report; one report path on stdout."""
+    proc = _torchrun("run", "demo", "--scale", "tiny", "--runs-dir", str(tmp_path), "--name", "d",
+                     "--set", "train.max_steps=6", "--set", "train.eval_interval=3", "--set", "train.threads=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "d"
+    assert json.loads((run / "train.json").read_text())["processes"] == 2
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    for name in ("eval.json", "cost.json", "samples.json", "guardrails.json", "report.md"):
+        assert (run / name).exists(), name
+    assert proc.stdout.count("report.md") == 1
+
+
+def test_rank0_failure_before_training_stops_every_rank(tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    proc = _torchrun("run", "demo", "--scale", "tiny", "--runs-dir", str(tmp_path), "--name", "d",
+                     "--set", f"data.source={missing}", timeout=300)
+    assert proc.returncode != 0
+    assert "nope.jsonl" in proc.stderr and "rank 0 failed before training" in proc.stderr

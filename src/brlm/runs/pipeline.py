@@ -231,30 +231,54 @@ def stage_guardrails(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best") 
     return result
 
 
-def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> Path:
-    """Every stage in order; the run record says how it ended. Returns the report path."""
-    write_config(cfg, paths)
-    record = RunRecord(paths)
-    record.start(cfg.preset, cfg.scale, command)
-    try:
-        from brlm.compute.cost import check_cost_config
+def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> Path | None:
+    """Every stage in order; the run record says how it ended. Returns the report path.
 
-        check_cost_config(cfg)
-        data_m = stage_data(cfg, paths)
-        record.set_hash("data", data_m["key"])
-        tok_m = stage_tokenizer(cfg, paths)
-        record.set_hash("tokenizer", tok_m["sha256"])
-        stage_train(cfg, paths, record)
-        stage_cost(cfg, paths)
-        stage_eval(cfg, paths)
-        stage_sample(cfg, paths)
-        stage_guardrails(cfg, paths)
-    except BaseException as e:
-        msg = str(e) if isinstance(e, BrlmError) else f"{e.__class__.__name__}: {e}"
-        record.finish("failed", error=msg or e.__class__.__name__)
-        if not isinstance(e, (BrlmError, KeyboardInterrupt)):
-            write_text(paths.root / "error.txt", traceback.format_exc())
-        raise
+    Under torchrun every rank trains (DDP) and rank 0 alone runs the other stages and writes:
+    the other ranks wait for its data and tokenizer, then return None after training."""
+    from brlm.train.distributed import broadcast_from_main, compute_cleanup, compute_init
+
+    ddp, rank, _local, _world, _device = compute_init(cfg.train.device)
+    master = rank == 0
+    record = RunRecord(paths)
+    others_released = not ddp  # under torchrun the other ranks wait until rank 0 has data and tokenizer
+    try:
+        if master:
+            write_config(cfg, paths)
+            record.start(cfg.preset, cfg.scale, command)
+        try:
+            if master:
+                from brlm.compute.cost import check_cost_config
+
+                check_cost_config(cfg)
+                data_m = stage_data(cfg, paths)
+                record.set_hash("data", data_m["key"])
+                tok_m = stage_tokenizer(cfg, paths)
+                record.set_hash("tokenizer", tok_m["sha256"])
+                broadcast_from_main(None)  # data and tokenizer are ready
+                others_released = True
+            else:
+                error = broadcast_from_main(None)
+                if error is not None:
+                    raise BrlmError(f"rank 0 failed before training: {error}")
+            stage_train(cfg, paths, record)
+            if not master:
+                return None
+            stage_cost(cfg, paths)
+            stage_eval(cfg, paths)
+            stage_sample(cfg, paths)
+            stage_guardrails(cfg, paths)
+        except BaseException as e:
+            msg = str(e) if isinstance(e, BrlmError) else f"{e.__class__.__name__}: {e}"
+            if master:
+                if not others_released:
+                    broadcast_from_main(msg or e.__class__.__name__)  # they stop with this error
+                record.finish("failed", error=msg or e.__class__.__name__)
+                if not isinstance(e, (BrlmError, KeyboardInterrupt)):
+                    write_text(paths.root / "error.txt", traceback.format_exc())
+            raise
+    finally:
+        compute_cleanup()
     record.finish("completed")
     report = render_report(paths.root)
     info(f"report: {report}")

@@ -63,6 +63,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_from_main(value: object) -> object:
+    """Rank 0's `value` on every rank (a no-op in one process). Also a barrier: the other ranks
+    wait here for rank 0, which is how they learn whether its stages succeeded."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

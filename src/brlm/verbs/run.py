@@ -145,5 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         name = cfg.preset if args.scale is None else f"{cfg.preset}-{cfg.scale}"
     paths = RunPaths(Path(args.runs_dir) / name)
     report = run_pipeline(cfg, paths, command="brlm run " + shlex.join(argv if argv is not None else sys.argv[1:]))
-    print(report)
+    if report is not None:  # None: a rank > 0 under torchrun, which only trains
+        print(report)
     return 0
