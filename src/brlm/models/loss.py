@@ -39,10 +39,10 @@ def _chunk_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torc
     `logits` with grad_scale * (softmax - onehot(targets)), the gradient of the loss."""
     safe = targets.clamp(min=0).unsqueeze(1)  # ignored rows point at 0; their weight is 0
     target_logit = logits.gather(1, safe).squeeze(1)
-    row_max = logits.amax(dim=1, keepdim=True)
     if grad_scale is None:
         lse = torch.logsumexp(logits, dim=1)
     else:
+        row_max = logits.amax(dim=1, keepdim=True)
         logits.sub_(row_max).exp_()
         row_sum = logits.sum(dim=1, keepdim=True)
         lse = row_max.squeeze(1) + row_sum.squeeze(1).log()

@@ -14,27 +14,12 @@ def loss_curve(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
     val = [(r["tokens"], r["val_loss"]) for r in rows if "val_loss" in r]
     if not train and not val:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = _pyplot().subplots(figsize=(7, 4), dpi=100)
     if train:
         ax.plot(*zip(*train), label="treino (train)", lw=1.2)
     if val:
         ax.plot(*zip(*val), "o-", label="validação (val)", lw=1.5, ms=3)
-    ax.set_xlabel("tokens vistos")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, "tokens vistos", "loss (nats/token)", title, path, legend_fontsize=None)
 
 
 def _pyplot():
@@ -46,7 +31,14 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, path: str | Path, legend_fontsize: int | None = 8) -> Path:
+    """The styling every plot here shares, then an atomic PNG write."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_fontsize)
+    fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -68,13 +60,7 @@ def overlay_loss_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path)
             ax.plot(*zip(*val), "o-", color=color, label=f"{name} (val)", lw=1.5, ms=3)
         if train:
             ax.plot(*zip(*train), ":", color=color, label=f"{name} (treino)", lw=1)
-    ax.set_xlabel("tokens vistos")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title("loss por execução (só compara execuções com o mesmo tokenizador)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, ax, "tokens vistos", "loss (nats/token)", "loss por execução (só compara execuções com o mesmo tokenizador)", path)
 
 
 def overlay_throughput(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> Path | None:
@@ -87,10 +73,4 @@ def overlay_throughput(runs: dict[str, list[dict[str, Any]]], path: str | Path) 
         pts = [(r["step"], r["tokens_per_s"]) for r in rows if "tokens_per_s" in r]
         if pts:
             ax.plot(*zip(*pts), "-", color=f"C{i % 10}", label=name, lw=1.3)
-    ax.set_xlabel("passo")
-    ax.set_ylabel("tokens/s (treino)")
-    ax.set_title("vazão de treino")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, ax, "passo", "tokens/s (treino)", "vazão de treino", path)
