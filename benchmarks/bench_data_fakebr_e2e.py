@@ -27,8 +27,8 @@ def main() -> int:
         print(f"skipped: {FAKEBR} not found (the shared development data is absent)")
         return 0
     from brlm.config import load_config
-    from brlm.runs.pipeline import stage_data, stage_shards, stage_tokenizer
-    from brlm.runs.registry import RunPaths
+    from brlm.io.run_folder import RunPaths
+    from brlm.stages.pretrain import stage_data, stage_shards, stage_tokenizer
 
     cfg = load_config(overrides=[f"data.source={FAKEBR}", f"data.workers={args.workers}", "data.test_fraction=0.05",
                                  "tokenizer.model_type=bpe", f"tokenizer.vocab_size={args.vocab}"])

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 import brlm.models.gpt
 import brlm.models.llama
 from brlm.config import ModelConfig, RunConfig, TrainConfig
+from brlm.io.logging import JSONLLogger, read_metrics
 from brlm.models.registry import build_model, flops_per_token
-from brlm.runs.logging import JSONLLogger, read_metrics
 from brlm.train.loop import train
 
 VOCAB, LAYERS, HEADS, EMBD, BLOCK, BATCH = 8192, 4, 4, 256, 256, 16

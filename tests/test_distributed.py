@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from brlm.runs.logging import read_metrics
+from brlm.io.logging import read_metrics
 
 from .conftest import run_cli
 

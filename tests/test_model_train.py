@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from brlm.config import ModelConfig, RunConfig, TrainConfig
+from brlm.io.logging import JSONLLogger, read_metrics
+from brlm.models.checkpoint import load_checkpoint, save_checkpoint, update_pointers
 from brlm.models.registry import build_model
-from brlm.runs.logging import JSONLLogger, read_metrics
-from brlm.train.checkpoint import load_checkpoint, save_checkpoint, update_pointers
 from brlm.train.loop import train
 from brlm.train.optim import lr_at, make_optimizer
 

@@ -5,7 +5,7 @@ import json
 import yaml
 
 from brlm.config import load_config
-from brlm.runs.logging import read_metrics
+from brlm.io.logging import read_metrics
 
 from .conftest import make_corpus_jsonl, run_cli
 
@@ -24,7 +24,7 @@ def test_tiny_run_produces_a_complete_folder(tiny_run):
     samples = json.loads((tiny_run / "samples.json").read_text())
     prompts = load_config(preset="demo").sample.prompts
     assert prompts == "builtin:prompts"
-    from brlm.runs.pipeline import read_prompts
+    from brlm.stages.pretrain import read_prompts
 
     assert [s["prompt"] for s in samples] == read_prompts(prompts)
     report = (tiny_run / "report.md").read_text()

@@ -7,8 +7,8 @@ import pytest
 
 from brlm.config import TokenizerConfig, load_config
 from brlm.errors import ConfigError, DataError
-from brlm.runs.pipeline import stage_data, stage_shards, stage_tokenizer
-from brlm.runs.registry import RunPaths
+from brlm.io.run_folder import RunPaths
+from brlm.stages.pretrain import stage_data, stage_shards, stage_tokenizer
 from brlm.tokenizers.base import load_tokenizer
 from brlm.tokenizers.char import train_char
 from brlm.tokenizers.report import load_any, tokenizer_stats

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from brlm.config import ModelConfig, RunConfig, TrainConfig, list_presets, load_config
+from brlm.io.logging import JSONLLogger, read_metrics
 from brlm.models.registry import build_model
-from brlm.runs.logging import JSONLLogger, read_metrics
 from brlm.train.loop import train
 from brlm.train.optim import Plateau, lr_at
 from brlm.verbs.run import comparison_table, preset_variants, variant_config

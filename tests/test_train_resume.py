@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from brlm.config import ModelConfig, RunConfig, TrainConfig
-from brlm.runs.logging import JSONLLogger, read_metrics
-from brlm.train.checkpoint import latest_good_checkpoint, verify_checkpoint
+from brlm.io.logging import JSONLLogger, read_metrics
+from brlm.models.checkpoint import latest_good_checkpoint, verify_checkpoint
 from brlm.train.loop import train
 
 from .conftest import run_cli

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from brlm.errors import BrlmError
-from brlm.runs.registry import cpu_model
+from brlm.io.machine import cpu_model
 
 # name -> {title, vram_gb, fp32, bf16} with peaks in FLOP/s.
 GPUS: dict[str, dict[str, Any]] = {
@@ -116,7 +116,7 @@ def cpu_peak_flops(dtype: str = "fp32", threads: int = 0, refresh: bool = False,
     entry = {"peak_flops_per_s": flops, "dtype": dtype, "threads": threads, "cpu": cpu_model(), "method": "torch.mm 1024x1024, best of repeats"}
     cache[key] = entry
     try:
-        from brlm.runs.artifacts import write_json
+        from brlm.io.files import write_json
 
         write_json(path, cache)
     except OSError:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brlm.errors import DataError
-from brlm.runs.artifacts import atomic_path, file_sha256, write_text
-from brlm.runs.logging import info
+from brlm.io.files import atomic_path, file_sha256, write_text
+from brlm.io.logging import info
 
 
 @dataclass

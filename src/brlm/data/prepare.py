@@ -23,8 +23,8 @@ from brlm.data.clean import Cleaner, NearDedup, cleaning_hash, cleaning_spec, de
 from brlm.data.sources import read_documents, resolve_source
 from brlm.data.splits import split_of
 from brlm.errors import DataError
-from brlm.runs.artifacts import atomic_path, file_sha256, is_fresh, read_manifest, stage_key, write_manifest
-from brlm.runs.logging import progress
+from brlm.io.files import atomic_path, file_sha256, is_fresh, read_manifest, stage_key, write_manifest
+from brlm.io.logging import progress
 
 STAGE_VERSION = 2
 

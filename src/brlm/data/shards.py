@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from brlm.errors import DataError
-from brlm.runs.artifacts import (
+from brlm.io.files import (
     atomic_path,
     is_fresh,
     read_json,
@@ -27,7 +27,7 @@ from brlm.runs.artifacts import (
     write_json,
     write_manifest,
 )
-from brlm.runs.logging import progress
+from brlm.io.logging import progress
 
 STAGE_VERSION = 2
 

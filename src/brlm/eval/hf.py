@@ -22,9 +22,9 @@ from brlm.data.loader import Windows
 from brlm.data.prepare import iter_split_texts
 from brlm.errors import BrlmError
 from brlm.eval.intrinsic import doc_groups, evaluate_windows, read_doc_categories, select_windows, token_chars
-from brlm.runs.artifacts import write_json
-from brlm.runs.logging import info
-from brlm.train.loop import resolve_device
+from brlm.io.files import write_json
+from brlm.io.logging import info
+from brlm.io.machine import resolve_device
 
 
 def _transformers():

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brlm.data.loader import Windows, fixed_indices
-from brlm.runs.artifacts import atomic_path, read_json, write_json
+from brlm.io.files import atomic_path, read_json, write_json
 
 
 def bits_per_byte(nats: float, n_bytes: int) -> float:

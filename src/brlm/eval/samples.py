@@ -13,7 +13,7 @@ import torch.nn as nn
 from brlm.config import SampleConfig
 from brlm.infer.engine import generate
 from brlm.infer.sampling import cut_at_stop, make_sampler, make_stop, parse_stop_strings
-from brlm.runs.logging import info, progress
+from brlm.io.logging import info, progress
 
 
 def generate_samples(

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from brlm.errors import BrlmError
-from brlm.runs.artifacts import read_json
-from brlm.runs.logging import format_seconds
-from brlm.runs.registry import RunPaths
+from brlm.io.files import read_json
+from brlm.io.logging import format_seconds
+from brlm.io.run_folder import RunPaths
 
 
 def _load(path: Path) -> Any:

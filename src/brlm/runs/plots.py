@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from brlm.runs.artifacts import atomic_path
+from brlm.io.files import atomic_path
 
 
 def loss_curve(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:

@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 
 from brlm.errors import BrlmError
-from brlm.runs.artifacts import read_json, write_text
-from brlm.runs.logging import format_seconds, read_metrics
+from brlm.io.files import read_json, write_text
+from brlm.io.logging import format_seconds, read_metrics
+from brlm.io.run_folder import RunPaths
 from brlm.runs.plots import loss_curve
-from brlm.runs.registry import RunPaths
 
 # Keys of <run>/cost.json (written by the cost ledger), with their labels and formats.
 COST_FIELDS = [

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 
 from brlm.errors import BrlmError, DataError
-from brlm.runs.artifacts import read_json
+from brlm.io.files import read_json
 
 
 class Tokenizer(Protocol):

@@ -20,7 +20,7 @@ import numpy as np
 
 from brlm.config import TokenizerConfig
 from brlm.errors import BrlmError, ConfigError
-from brlm.runs.artifacts import (
+from brlm.io.files import (
     file_sha256,
     is_fresh,
     read_json,

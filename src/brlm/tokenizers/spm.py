@@ -19,7 +19,7 @@ import numpy as np
 
 from brlm.config import TokenizerConfig
 from brlm.errors import BrlmError, ConfigError
-from brlm.runs.artifacts import (
+from brlm.io.files import (
     atomic_path,
     file_sha256,
     is_fresh,

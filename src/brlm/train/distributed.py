@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from brlm.errors import ConfigError
+from brlm.io.machine import resolve_device
 
 
 def is_ddp_env() -> bool:
@@ -71,11 +72,3 @@ def broadcast_from_main(value: object) -> object:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
-    return torch.device(name)

@@ -36,18 +36,17 @@ from brlm.config import RunConfig
 from brlm.data.loader import ShuffledBatches, Windows, fixed_indices
 from brlm.errors import ConfigError
 from brlm.eval.intrinsic import evaluate_windows
-from brlm.models.registry import build_model, flops_per_token
-from brlm.runs.artifacts import write_text
-from brlm.runs.logging import MetricLogger, format_seconds, info
-from brlm.train.checkpoint import (
+from brlm.io.files import write_text
+from brlm.io.logging import MetricLogger, format_seconds, info
+from brlm.models.checkpoint import (
     latest_good_checkpoint,
     load_train_tensors,
     load_weights,
     save_checkpoint,
     update_pointers,
 )
+from brlm.models.registry import build_model, flops_per_token
 from brlm.train.distributed import compute_init
-from brlm.train.distributed import resolve_device as resolve_device  # re-exported for the pipeline
 from brlm.train.optim import Plateau, lr_at, make_optimizer
 
 
@@ -55,13 +54,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     """SIGTERM / Ctrl-C: a checkpoint was saved; `--resume` continues from it."""
 
 
-class NullLogger:
-    """The logger of ranks > 0: only rank 0 writes."""
-
-    def log(self, name: str, value: float, step: int) -> None: ...
-    def log_dict(self, payload: dict[str, Any], step: int) -> None: ...
-    def log_config(self, config: dict[str, Any]) -> None: ...
-    def close(self) -> None: ...
 
 
 def keep_metrics_until(path: str | Path, step: int) -> None:

@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from brlm.config import RunConfig, field_help, list_presets, load_config
 from brlm.errors import BrlmError
-from brlm.runs.registry import RunPaths
+from brlm.io.run_folder import RunPaths
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from brlm.runs.artifacts import write_text
+from brlm.io.files import write_text
+from brlm.io.logging import read_metrics
+from brlm.io.run_folder import RunPaths
 from brlm.runs.compare import comparison_table, summarize_run
-from brlm.runs.logging import read_metrics
 from brlm.runs.plots import overlay_loss_curves, overlay_throughput
-from brlm.runs.registry import RunPaths
 from brlm.verbs.common import existing_run, parser
 
 

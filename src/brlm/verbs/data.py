@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from brlm.config import CLEAN_PRESETS, clean_preset_overrides
-from brlm.runs.pipeline import stage_data, write_config
-from brlm.runs.registry import RunPaths
+from brlm.io.run_folder import RunPaths
+from brlm.stages.pretrain import stage_data, write_config
 from brlm.verbs.common import (
     add_config_args,
     add_run_arg,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from brlm.runs.pipeline import stage_eval, stage_guardrails
+from brlm.stages.pretrain import stage_eval, stage_guardrails
 from brlm.verbs.common import existing_run, parser, resolve_config
 
 

@@ -23,10 +23,10 @@ from typing import Any
 
 from brlm.config import RunConfig, _deep_merge, config_from_dict, parse_override, preset_sections, read_preset
 from brlm.errors import BrlmError, ConfigError
-from brlm.runs.artifacts import read_json, write_json, write_text
-from brlm.runs.logging import info
-from brlm.runs.pipeline import run_pipeline
-from brlm.runs.registry import RunPaths
+from brlm.io.files import read_json, write_json, write_text
+from brlm.io.logging import info
+from brlm.io.run_folder import RunPaths
+from brlm.stages.pretrain import run_pipeline
 from brlm.verbs.common import add_config_args, maybe_list_keys, parser, resolve_config
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from brlm.runs.pipeline import read_prompts, stage_sample
+from brlm.stages.pretrain import read_prompts, stage_sample
 from brlm.verbs.common import existing_run, parser, resolve_config
 
 

@@ -19,9 +19,9 @@ import argparse
 from pathlib import Path
 
 from brlm.errors import BrlmError
-from brlm.runs.artifacts import write_json
-from brlm.runs.pipeline import stage_tokenizer, write_config
-from brlm.runs.registry import RunPaths
+from brlm.io.files import write_json
+from brlm.io.run_folder import RunPaths
+from brlm.stages.pretrain import stage_tokenizer, write_config
 from brlm.verbs.common import (
     add_config_args,
     add_run_arg,

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from brlm.errors import BrlmError
-from brlm.runs.pipeline import stage_train, write_config
-from brlm.runs.registry import RunPaths, RunRecord
+from brlm.io.run_folder import RunPaths, RunRecord
+from brlm.stages.pretrain import stage_train, write_config
 from brlm.train.distributed import barrier, compute_cleanup, compute_init
 from brlm.train.loop import TrainingInterrupted
 from brlm.verbs.common import (

@@ -20,13 +20,14 @@ from brlm.data.shards import build_shards, open_shard
 from brlm.errors import BrlmError
 from brlm.eval.intrinsic import evaluate_windows
 from brlm.eval.samples import generate_samples
-from brlm.runs.artifacts import read_json, read_manifest, write_json, write_text
-from brlm.runs.logging import JSONLLogger, info
-from brlm.runs.registry import RunPaths, RunRecord
+from brlm.io.files import read_json, read_manifest, write_json, write_text
+from brlm.io.logging import JSONLLogger, NullLogger, info
+from brlm.io.machine import resolve_device
+from brlm.io.run_folder import RunPaths, RunRecord
+from brlm.models.checkpoint import latest_good_checkpoint, load_checkpoint
 from brlm.runs.report import render_report
 from brlm.tokenizers.base import check_aligned, load_tokenizer, train_tokenizer
-from brlm.train.checkpoint import latest_good_checkpoint, load_checkpoint
-from brlm.train.loop import NullLogger, keep_metrics_until, resolve_device, train
+from brlm.train.loop import keep_metrics_until, train
 
 
 def _require(folder: Path, what: str, verb: str) -> dict[str, Any]:

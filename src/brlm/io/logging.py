@@ -48,6 +48,15 @@ class JSONLLogger:
             self._f.close()
 
 
+class NullLogger:
+    """The logger of ranks > 0: only rank 0 writes."""
+
+    def log(self, name: str, value: float, step: int) -> None: ...
+    def log_dict(self, payload: dict[str, Any], step: int) -> None: ...
+    def log_config(self, config: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.is_file():

@@ -22,9 +22,9 @@ from safetensors.torch import load_model, save_model
 
 from brlm.config import ModelConfig
 from brlm.errors import BrlmError
+from brlm.io.files import atomic_path, file_sha256, read_json, write_json
+from brlm.io.logging import info
 from brlm.models.registry import build_model
-from brlm.runs.artifacts import atomic_path, file_sha256, read_json, write_json
-from brlm.runs.logging import info
 
 _STEP = re.compile(r"^meta_(\d+)\.json$")
 
