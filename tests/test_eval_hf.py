@@ -29,7 +29,7 @@ def hf_dir(tmp_path_factory):
 
 
 def test_hf_token_bytes_add_up(hf_dir):
-    from brlm.eval.hf import load_hf
+    from brlm.models.hf import load_hf
 
     _, tok = load_hf(hf_dir)
     text = "A prefeitura € ônibus ação"

@@ -24,7 +24,7 @@ def test_tiny_run_produces_a_complete_folder(tiny_run):
     samples = json.loads((tiny_run / "samples.json").read_text())
     prompts = load_config(preset="demo").sample.prompts
     assert prompts == "builtin:prompts"
-    from brlm.stages.pretrain import read_prompts
+    from brlm.stages.evaluate import read_prompts
 
     assert [s["prompt"] for s in samples] == read_prompts(prompts)
     report = (tiny_run / "report.md").read_text()

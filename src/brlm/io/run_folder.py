@@ -83,15 +83,24 @@ class RunRecord:
         }
         self.save()
 
+    def _reload(self) -> None:
+        # Read-modify-write: a stage may hold its own RunRecord of the same run (e.g. training sets
+        # the shards hash), so every change starts from what is on disk.
+        if self.paths.record.is_file():
+            self.data = read_json(self.paths.record)
+
     def update(self, **fields: Any) -> None:
+        self._reload()
         self.data.update(fields)
         self.save()
 
     def set_hash(self, name: str, value: str) -> None:
+        self._reload()
         self.data.setdefault("hashes", {})[name] = value
         self.save()
 
     def finish(self, status: str = "completed", error: str | None = None) -> None:
+        self._reload()
         self.data.update(status=status, finished=now(), error=error)
         self.save()
 

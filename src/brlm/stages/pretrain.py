@@ -1,31 +1,28 @@
 """The from-scratch pipeline as stages over one run folder.
 
-    data -> tokenizer -> shards -> train -> eval -> sample -> report
+    data -> tokenizer -> shards -> train -> cost, then the evaluation workflow (eval -> sample -> guardrails)
 
-Each stage reads the files earlier stages wrote and writes its own; data, tokenizer and shards
-are skipped when their inputs and config did not change (see runs/artifacts.py). `brlm run`
-calls them all; each verb (`brlm data prepare`, `brlm train`, …) calls one.
+Each stage is `stage(cfg, paths) -> dict`: it reads the files earlier stages wrote and writes its
+own; data, tokenizer and shards are skipped when their inputs and config did not change (see
+brlm/io/files.py). `brlm run` walks `STAGES` (brlm/stages/workflow.py) and then renders the
+report; each verb (`brlm data prepare`, `brlm train`, …) calls one stage.
 """
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 from typing import Any
 
 from brlm.config import RunConfig
-from brlm.data.loader import Windows
 from brlm.data.prepare import iter_split_texts, prepare_data
 from brlm.data.shards import build_shards, open_shard
 from brlm.errors import BrlmError
-from brlm.eval.intrinsic import evaluate_windows
-from brlm.eval.samples import generate_samples
 from brlm.io.files import read_json, read_manifest, write_json, write_text
 from brlm.io.logging import JSONLLogger, NullLogger, info
-from brlm.io.machine import resolve_device
 from brlm.io.run_folder import RunPaths, RunRecord
-from brlm.models.checkpoint import latest_good_checkpoint, load_checkpoint
-from brlm.runs.report import render_report
+from brlm.models.checkpoint import latest_good_checkpoint
+from brlm.stages.evaluate import STAGES as EVALUATE_STAGES
+from brlm.stages.workflow import Stage, run_workflow
 from brlm.tokenizers.base import check_aligned, load_tokenizer, train_tokenizer
 from brlm.train.loop import keep_metrics_until, train
 
@@ -114,76 +111,6 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
     return summary
 
 
-def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best") -> dict[str, Any]:
-    from brlm.eval.intrinsic import doc_groups, read_doc_categories, select_windows, token_chars
-
-    _require(paths.shards, "shards", "train")
-    device = resolve_device(cfg.train.device)
-    model, meta = load_checkpoint(paths.checkpoints, checkpoint, device=str(device))
-    tok = load_tokenizer(paths.tokenizer)
-    block = model.block_size
-    stride = cfg.eval.stride or block
-    tokens = open_shard(paths.shards / "val.bin")
-    val = Windows(tokens, block, stride, name="validation")
-    shard_hash = read_json(paths.shards / "manifest.json")["key"]
-    store = Path(cfg.eval.windows_cache) if cfg.eval.windows_cache else paths.root / "eval_windows"
-    idx, windows_sha = select_windows(len(val), cfg.eval.max_windows, shard_hash, block, stride, store)
-    groups = names = None
-    cats = read_doc_categories(paths.data / "val.jsonl", cfg.eval.category_field)
-    if cats:
-        groups, names = doc_groups(tokens, tok.eos_id, cats)
-    result = evaluate_windows(model, val, idx, tok.token_bytes(), batch_size=cfg.eval.batch_size, device=device,
-                              token_chars=token_chars(tok), groups=groups, group_names=names)
-    result.update(
-        checkpoint=checkpoint,
-        step=meta["step"],
-        block_size=block,
-        stride=stride,
-        windows_sha256=windows_sha,
-        tokenizer_sha256=meta.get("tokenizer_sha256"),
-    )
-    write_json(paths.eval, result)
-    info(
-        f"eval: loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | acc {result['accuracy']:.4f} | "
-        f"bits/byte {result['bits_per_byte']:.4f} | bits/char {result['bits_per_char']:.4f} on {result['windows']} windows "
-        f"({result['tokens_per_s'] or 0:,.0f} tokens/s)"
-    )
-    return result
-
-
-def read_prompts(source: str) -> list[str]:
-    from importlib import resources
-
-    if source == "builtin:prompts":
-        text = (resources.files("brlm") / "resources" / "prompts.txt").read_text(encoding="utf-8")
-    else:
-        p = Path(source)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise BrlmError(f"{p}: prompts file not found (sample.prompts)") from None
-        except UnicodeDecodeError as e:
-            raise BrlmError(f"{p}: prompts file is not valid UTF-8 (byte {e.start})") from None
-    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    if not prompts:
-        raise BrlmError(f"{source}: no prompts (expected one prompt per line)")
-    return prompts
-
-
-def stage_sample(cfg: RunConfig, paths: RunPaths, prompts: list[str] | None = None, checkpoint: str = "best", out: Path | None = None) -> list[dict[str, Any]]:
-    sc = cfg.sample
-    device = resolve_device(cfg.train.device)
-    model, meta = load_checkpoint(paths.checkpoints, checkpoint, device=str(device))
-    tok = load_tokenizer(paths.tokenizer)
-    rows = generate_samples(model, tok, prompts if prompts is not None else read_prompts(sc.prompts), sc, device=device)
-    results = []
-    for row in rows:
-        row.pop("ids", None)
-        results.append({**row, "checkpoint_step": meta["step"]})
-    write_json(out or paths.samples, results)
-    return results
-
-
 def stage_cost(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
     """cost.json from train.json and the config: FLOPs, MFU, peak memory, price and cost."""
     from brlm.compute.cost import run_cost
@@ -205,82 +132,28 @@ def stage_cost(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
     return result
 
 
-def stage_guardrails(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best") -> dict[str, Any]:
-    """The standard prompts x guardrails.num_seeds seeds, scored by brlm.eval.guardrails."""
-    from brlm.eval.guardrails import aggregate, jsonl_texts, sample_guardrails, training_vocabulary
+def _check_cost(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
+    """Fail before any work when the cost settings (price table, device name) are wrong."""
+    from brlm.compute.cost import check_cost_config
 
-    gc, sc = cfg.guardrails, cfg.sample
-    device = resolve_device(cfg.train.device)
-    model, meta = load_checkpoint(paths.checkpoints, checkpoint, device=str(device))
-    tok = load_tokenizer(paths.tokenizer)
-    train_jsonl = paths.data / "train.jsonl"
-    vocab = training_vocabulary(jsonl_texts(train_jsonl)) if train_jsonl.is_file() else None
-    seeds = [sc.seed + i for i in range(gc.num_seeds)]
-    rows = generate_samples(model, tok, read_prompts(gc.prompts), sc, seeds=seeds, max_new_tokens=gc.max_new_tokens or None,
-                            device=device, desc="guardrails")
-    for row in rows:
-        row.update(sample_guardrails(tok, row.pop("ids"), row["completion"], vocab, gc.short_piece_chars))
-        row["passed"] = row["byte_fallback_ratio"] <= gc.max_byte_fallback and row["short_piece_ratio"] <= gc.max_short_piece
-    agg = aggregate(rows, gc.max_byte_fallback, gc.max_short_piece)
-    result = {"checkpoint": checkpoint, "step": meta["step"], "num_seeds": gc.num_seeds, "aggregate": agg, "samples": rows}
-    write_json(paths.root / "guardrails.json", result)
-    info(
-        f"guardrails: byte fallback {agg['byte_fallback_ratio']:.3f} (<= {gc.max_byte_fallback}) | short pieces "
-        f"{agg['short_piece_ratio']:.3f} (<= {gc.max_short_piece}) | distinct-2 {agg['distinct_2'] or 0:.3f} | "
-        f"{'PASS' if agg['passed'] else 'FAIL'} ({agg['samples_passed']}/{agg['samples']} samples pass)"
-    )
-    return result
+    check_cost_config(cfg)
+    return {}
 
 
-def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> Path | None:
-    """Every stage in order; the run record says how it ended. Returns the report path.
+def _train(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
+    return stage_train(cfg, paths, RunRecord(paths))
 
-    Under torchrun every rank trains (DDP) and rank 0 alone runs the other stages and writes:
-    the other ranks wait for its data and tokenizer, then return None after training."""
-    from brlm.train.distributed import broadcast_from_main, compute_cleanup, compute_init
 
-    ddp, rank, _local, _world, _device = compute_init(cfg.train.device)
-    master = rank == 0
-    record = RunRecord(paths)
-    others_released = not ddp  # under torchrun the other ranks wait until rank 0 has data and tokenizer
-    try:
-        if master:
-            write_config(cfg, paths)
-            record.start(cfg.preset, cfg.scale, command)
-        try:
-            if master:
-                from brlm.compute.cost import check_cost_config
+STAGES: list[Stage] = [
+    Stage("check", _check_cost),
+    Stage("data", stage_data, record_hash=("data", "key")),
+    Stage("tokenizer", stage_tokenizer, record_hash=("tokenizer", "sha256")),
+    Stage("train", _train, ranks="all"),
+    Stage("cost", stage_cost),
+    *EVALUATE_STAGES,
+]
 
-                check_cost_config(cfg)
-                data_m = stage_data(cfg, paths)
-                record.set_hash("data", data_m["key"])
-                tok_m = stage_tokenizer(cfg, paths)
-                record.set_hash("tokenizer", tok_m["sha256"])
-                broadcast_from_main(None)  # data and tokenizer are ready
-                others_released = True
-            else:
-                error = broadcast_from_main(None)
-                if error is not None:
-                    raise BrlmError(f"rank 0 failed before training: {error}")
-            stage_train(cfg, paths, record)
-            if not master:
-                return None
-            stage_cost(cfg, paths)
-            stage_eval(cfg, paths)
-            stage_sample(cfg, paths)
-            stage_guardrails(cfg, paths)
-        except BaseException as e:
-            msg = str(e) if isinstance(e, BrlmError) else f"{e.__class__.__name__}: {e}"
-            if master:
-                if not others_released:
-                    broadcast_from_main(msg or e.__class__.__name__)  # they stop with this error
-                record.finish("failed", error=msg or e.__class__.__name__)
-                if not isinstance(e, (BrlmError, KeyboardInterrupt)):
-                    write_text(paths.root / "error.txt", traceback.format_exc())
-            raise
-    finally:
-        compute_cleanup()
-    record.finish("completed")
-    report = render_report(paths.root)
-    info(f"report: {report}")
-    return report
+
+def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> bool:
+    """The pretraining workflow over one run folder; True on rank 0 when every stage finished."""
+    return run_workflow(STAGES, cfg, paths, command, write_config)

@@ -12,8 +12,9 @@ the standard prompts x several seeds, with pass/fail; writes `<run>/guardrails.j
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from brlm.stages.pretrain import stage_eval, stage_guardrails
+from brlm.stages.evaluate import stage_eval, stage_guardrails
 from brlm.verbs.common import existing_run, parser, resolve_config
 
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("run", help="run folder")
     ev.add_argument("--checkpoint", default="best", help="'best', 'last' or a step number (default: best)")
     ev.add_argument("--hf", metavar="DIR", help="score a Hugging Face model folder (offline) on the run's validation data instead")
-    ev.add_argument("--out", help="with --hf: output JSON (default: <run>/eval_hf.json)")
+    ev.add_argument("--out", help="output JSON (default: <run>/eval.json; with --hf, <run>/eval_hf.json)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval settings")
     gr = sub.add_parser("guardrails", help="readability guardrails on generated samples (pass/fail)")
     gr.add_argument("run", help="run folder")
@@ -45,12 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["aggregate"], indent=2))
         return 0
     cfg = resolve_config(args, paths.root)
-    if args.hf:
-        from brlm.eval.hf import evaluate_hf_dir
-
-        result = evaluate_hf_dir(cfg, paths.root, args.hf, args.out)
-        print(json.dumps(result, indent=2))
-        return 0
-    result = stage_eval(cfg, paths, checkpoint=args.checkpoint)
+    result = stage_eval(cfg, paths, checkpoint=args.checkpoint, hf=args.hf, out=Path(args.out) if args.out else None)
     print(json.dumps(result, indent=2))
     return 0

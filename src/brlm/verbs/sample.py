@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from brlm.stages.pretrain import read_prompts, stage_sample
+from brlm.stages.evaluate import read_prompts, stage_sample
 from brlm.verbs.common import existing_run, parser, resolve_config
 
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         extra.append("sample.use_cache=false")
     cfg = resolve_config(args, paths.root, extra)
     prompts = list(args.prompt or []) or (read_prompts(args.prompts) if args.prompts else None)
-    rows = stage_sample(cfg, paths, prompts=prompts, checkpoint=args.checkpoint, out=Path(args.out) if args.out else None)
+    rows = stage_sample(cfg, paths, prompts=prompts, checkpoint=args.checkpoint, out=Path(args.out) if args.out else None)["samples"]
     for row in rows:
         if row.get("warning"):
             sys.stdout.write(f"warning: {row['warning']}\n")

@@ -1,15 +1,12 @@
-"""Intrinsic evaluation of a Hugging Face model directory (AutoModelForCausalLM + its tokenizer,
-from a local folder, offline) on a brlm run's validation split, with the same fixed-window,
-bits-per-byte machinery as brlm checkpoints, so the two compare in bits per byte.
-
-    brlm eval intrinsic runs/demo --hf path/to/hf-model     # -> runs/demo/eval_hf.json
+"""Hugging Face causal LMs seen through brlm's protocols: `HFCausalLM` answers `logits, _ = model(idx)`
+like brlm's own models, `HFTokenizer` answers encode / decode / token_bytes / piece. A local folder
+is loaded offline (`local_files_only`); every verb reaches it through `brlm.infer.load`.
 
 Needs `pip install 'brlm[hf]'` (transformers).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from brlm.data.loader import Windows
-from brlm.data.prepare import iter_split_texts
 from brlm.errors import BrlmError
-from brlm.eval.intrinsic import doc_groups, evaluate_windows, read_doc_categories, select_windows, token_chars
-from brlm.io.files import write_json
-from brlm.io.logging import info
-from brlm.io.machine import resolve_device
 
 
 def _transformers():
@@ -115,42 +106,3 @@ def load_hf(folder: str | Path, device: str | torch.device = "cpu") -> tuple[HFC
     except (OSError, ValueError) as e:
         raise BrlmError(f"--hf {folder}: cannot load model/tokenizer ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
     return HFCausalLM(model).to(device).eval(), HFTokenizer(tok)
-
-
-def tokenize_docs(tok: HFTokenizer, texts: list[str]) -> np.ndarray:
-    """Documents followed by the end-of-text id, as brlm's shards lay them out."""
-    ids: list[int] = []
-    for t in texts:
-        ids += tok.encode(t) + [tok.eos_id]
-    return np.asarray(ids, dtype=np.int64)
-
-
-def evaluate_hf_dir(cfg: Any, run_root: str | Path, folder: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    """Score a Hugging Face model folder on a run's val.jsonl; writes `<run>/eval_hf.json`."""
-    run_root = Path(run_root)
-    val_jsonl = run_root / "data" / "val.jsonl"
-    if not val_jsonl.is_file():
-        raise BrlmError(f"{val_jsonl}: no validation split; run `brlm data prepare` for this run first")
-    device = resolve_device(cfg.train.device)
-    model, tok = load_hf(folder, device)
-    if tok.eos_id < 0:
-        raise BrlmError(f"--hf {folder}: the tokenizer has no end-of-text token (eos_token); cannot mark document ends")
-    tokens = tokenize_docs(tok, list(iter_split_texts(run_root / "data", "val")))
-    block = min(model.block_size, cfg.model.block_size)
-    stride = cfg.eval.stride or block
-    val = Windows(tokens, block, stride, name="validation")
-    data_hash = hashlib.sha256(tokens.tobytes()).hexdigest()
-    store = Path(cfg.eval.windows_cache) if cfg.eval.windows_cache else run_root / "eval_windows"
-    idx, sha = select_windows(len(val), cfg.eval.max_windows, data_hash, block, stride, store)
-    groups = names = None
-    cats = read_doc_categories(val_jsonl, cfg.eval.category_field)
-    if cats:
-        groups, names = doc_groups(tokens, tok.eos_id, cats)
-    result = evaluate_windows(model, val, idx, tok.token_bytes(), batch_size=cfg.eval.batch_size, device=device,
-                              token_chars=token_chars(tok), groups=groups, group_names=names)
-    result.update(checkpoint=f"hf:{Path(folder).resolve()}", step=None, block_size=block, stride=stride, windows_sha256=sha,
-                  tokenizer_sha256=f"hf:{hashlib.sha256(str(sorted(tok.tok.get_vocab().items())).encode()).hexdigest()}")
-    write_json(Path(out) if out else run_root / "eval_hf.json", result)
-    info(f"eval (hf): loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | bits/byte {result['bits_per_byte']:.4f} "
-         f"| bits/char {result['bits_per_char']:.4f} on {result['windows']} windows")
-    return result
