@@ -12,6 +12,8 @@ prices itself as another device with `cost.price_as=rtx4090`, or reads a user ta
 "What would this run have cost on a 4090": the run's training FLOPs are divided by the 4090's peak
 times `cost.assumed_mfu`, and that time is priced — the measured wall time of a CPU run says nothing
 about a GPU's.
+
+FLOPs per token come from compute/flops.py, which asks each model family (brlm/models/) for its counts.
 """
 
 from __future__ import annotations

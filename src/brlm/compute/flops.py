@@ -18,20 +18,19 @@ Conventions (the same as Kaplan et al. 2020 §2.1, Hoffmann et al. 2022 app. F a
   Activation recomputation (gradient checkpointing) is *not* counted: MFU uses model FLOPs.
 * MoE counts the router and the `expert_top_k` experts each token is routed to, not all experts.
 
-Families that do not have a model class yet (llama, moe, rnn) are counted from the config fields
-with the structure described in brlm's design (Llama: RMSNorm, GQA, SwiGLU, no biases; MoE: a
-Llama block whose FFN is a router + SwiGLU experts; rnn: embedding -> stacked LSTM/GRU -> head).
+The formulas live with the models: each family file in brlm/models/ (gpt.py, llama.py, moe.py,
+rnn.py) counts its own parameters and FLOPs per component, and this module asks for them through
+brlm.models.registry.family(cfg.arch); it adds the conventions (causal context, 3 × forward, 6·N).
 """
 
 from __future__ import annotations
 
 from brlm.config import ModelConfig
 from brlm.errors import BrlmError
+from brlm.models.registry import family
 
-
-def _check_arch(cfg: ModelConfig) -> None:
-    if cfg.arch not in ("gpt", "llama", "moe", "rnn"):
-        raise BrlmError(f"model.arch={cfg.arch!r}: no FLOPs/parameter formula; expected gpt, llama, moe or rnn")
+# Forward FLOPs by component, in the order cost.json lists them; a family's missing ones are 0.
+COMPONENTS = ("embeddings", "attention_proj", "attention_scores", "mlp", "router", "recurrent", "lm_head")
 
 
 def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
@@ -39,79 +38,22 @@ def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
 
     `active` differs from `total` only for MoE (router + top-k experts instead of all experts).
     """
-    _check_arch(cfg)
-    d, V, L = cfg.n_embd, vocab_size, cfg.n_layer
-    head = 0 if cfg.tie_embeddings else V * d
-    if cfg.arch == "rnn":
-        h = cfg.rnn_hidden
-        gates = 4 if cfg.rnn_cell == "lstm" else 3
-        rec = sum(gates * h * ((d if i == 0 else h) + h) + 2 * gates * h for i in range(L))  # W_ih, W_hh, b_ih, b_hh
-        norms = 2 * h * L if cfg.rnn_layernorm else 0
-        # The head (with a bias) reads the hidden state; it shares the embedding only when widths match.
-        head = (0 if (cfg.tie_embeddings and h == d) else V * h) + V
-        emb = V * d
-        total = emb + rec + norms + head
-        return {"total": total, "embedding": emb, "active": total, "non_embedding": total - emb}
-    if cfg.arch == "gpt":
-        b = 1 if cfg.bias else 0
-        hid = cfg.ffn_hidden
-        ln = d * (1 + b)
-        per_layer = (
-            2 * ln
-            + 3 * d * d + 3 * d * b  # c_attn
-            + d * d + d * b  # attn c_proj
-            + d * hid + hid * b  # c_fc
-            + hid * d + d * b  # mlp c_proj
-        )
-        emb = V * d + cfg.block_size * d  # wte + wpe
-        total = emb + L * per_layer + ln + head
-        return {"total": total, "embedding": emb, "active": total, "non_embedding": total - emb}
-    kvd = cfg.kv_heads * cfg.head_dim
-    attn = d * d + 2 * d * kvd + d * d + (2 * cfg.head_dim if cfg.qk_norm else 0)
-    norms = 2 * d
-    if cfg.arch == "llama":
-        ffn = ffn_active = 3 * d * cfg.ffn_hidden
-    else:  # moe
-        eh = cfg.expert_ffn_hidden
-        ffn = d * cfg.n_expert + cfg.n_expert * 3 * d * eh
-        ffn_active = d * cfg.n_expert + cfg.expert_top_k * 3 * d * eh
-    emb = V * d
-    total = emb + L * (attn + norms + ffn) + d + head
-    active = emb + L * (attn + norms + ffn_active) + d + head
-    return {"total": total, "embedding": emb, "active": active, "non_embedding": total - emb}
+    return family(cfg.arch).param_counts(cfg, vocab_size)
 
 
 def forward_flops_breakdown(
     cfg: ModelConfig, vocab_size: int, seq_len: int | None = None, attention: str = "causal"
 ) -> dict[str, float]:
     """Forward FLOPs per token by component (all layers summed), for windows of `seq_len` tokens."""
-    _check_arch(cfg)
+    counts = family(cfg.arch)
     if attention not in ("causal", "full"):
         raise BrlmError(f"attention={attention!r}: expected 'causal' or 'full'")
     T = seq_len or cfg.block_size
     if T < 1:
         raise BrlmError(f"seq_len={T}: expected an integer >= 1")
-    d, V, L = cfg.n_embd, vocab_size, cfg.n_layer
     ctx = (T + 1) / 2 if attention == "causal" else float(T)
-    out = {"embeddings": 0.0, "attention_proj": 0.0, "attention_scores": 0.0, "mlp": 0.0, "router": 0.0, "recurrent": 0.0}
-    if cfg.arch == "rnn":
-        h = cfg.rnn_hidden
-        gates = 4 if cfg.rnn_cell == "lstm" else 3
-        out["recurrent"] = float(sum(2 * gates * h * ((d if i == 0 else h) + h) for i in range(L)))
-        out["lm_head"] = float(2 * h * V)
-        return out
-    kvd = cfg.kv_heads * cfg.head_dim
-    qd = cfg.n_head * cfg.head_dim  # == d
-    out["attention_proj"] = float(L * 2 * d * (qd + 2 * kvd + d))  # q, k, v in; o out
-    out["attention_scores"] = L * 2 * 2 * qd * ctx  # Q·Kᵀ and softmax·V, each 2·n_head·head_dim·ctx
-    if cfg.arch == "gpt":
-        out["mlp"] = float(L * 2 * 2 * d * cfg.ffn_hidden)  # c_fc, c_proj
-    elif cfg.arch == "llama":
-        out["mlp"] = float(L * 2 * 3 * d * cfg.ffn_hidden)  # gate, up, down
-    else:
-        out["router"] = float(L * 2 * d * cfg.n_expert)
-        out["mlp"] = float(L * cfg.expert_top_k * 2 * 3 * d * cfg.expert_ffn_hidden)
-    out["lm_head"] = float(2 * d * V)
+    out = dict.fromkeys(COMPONENTS, 0.0)  # embeddings stay 0: lookups are gathers
+    out.update(counts.forward_flops(cfg, vocab_size, ctx))
     return out
 
 

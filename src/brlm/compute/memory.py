@@ -32,6 +32,10 @@ Terms (each can be left out with `terms=`; `SEEDS_TERMS` are the ones the seeds 
 * `runtime`      CUDA context, cuBLAS workspace and allocator slack: assumed 0.5 GB on a GPU
                  (0 on CPU, where the Python + torch process is measured separately).
 * `overhead`     a flat figure the user (or the seeds, 8 GB for 70B QLoRA) adds.
+
+The per-architecture parts live with the models: each family file in brlm/models/ counts its
+parameters, the activations one of its layers saves and its LoRA targets; this module asks for them
+through brlm.models.registry.family(cfg.arch).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Any
 from brlm.compute.flops import param_counts
 from brlm.config import ModelConfig
 from brlm.errors import BrlmError
+from brlm.models.registry import FAMILIES, family
 
 GB = 1e9
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -67,6 +72,8 @@ KNOWN: dict[str, tuple[dict[str, Any], int]] = {
     "mistral-7b": (dict(n_layer=32, n_head=32, n_kv_head=8, n_embd=4096, mlp_hidden=14336, block_size=8192), 32000),
 }
 GPT2 = {"gpt2": (dict(n_layer=12, n_head=12, n_embd=768, block_size=1024), 50257)}
+# Each table with the config its models share; trained through transformers, whose loss holds the full logits.
+PUBLISHED = ((KNOWN, dict(arch="llama", bias=False, tie_embeddings=False)), (GPT2, dict(arch="gpt")))
 
 
 @dataclass
@@ -100,13 +107,10 @@ def spec_from_config(name: str, cfg: ModelConfig, vocab_size: int, fused_loss: b
 def resolve_model(text: str) -> ModelSpec:
     """A known architecture name, a brlm preset (`demo`, `demo:tiny`) or a size (`7b`)."""
     key = text.strip().lower()
-    table = {**KNOWN, **GPT2}
-    if key in table:
-        fields, vocab = table[key]
-        arch = "gpt" if key == "gpt2" else "llama"
-        defaults = {} if arch == "gpt" else {"bias": False, "tie_embeddings": False}
-        # Trained through transformers, whose loss holds the full logits.
-        return spec_from_config(key, ModelConfig(arch=arch, dropout=0.0, **{**defaults, **fields}), vocab, fused_loss=False)
+    for table, defaults in PUBLISHED:
+        if key in table:
+            fields, vocab = table[key]
+            return spec_from_config(key, ModelConfig(dropout=0.0, **{**defaults, **fields}), vocab, fused_loss=False)
     from brlm.config import list_presets, load_config
 
     preset, _, scale = key.partition(":")
@@ -131,20 +135,11 @@ def lora_params(d_in: int, d_out: int, rank: int) -> int:
 
 def lora_target_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int, int]]:
     """target -> (d_in, d_out, matrices per layer) for the linear layers LoRA can wrap."""
-    d = cfg.n_embd
-    kvd = cfg.kv_heads * cfg.head_dim
-    if cfg.arch == "gpt":
-        h = cfg.ffn_hidden
-        # GPT-2 fuses q, k, v into one c_attn; LoRA on it counts as q, k and v together.
-        return {"q": (d, d, 1), "k": (d, d, 1), "v": (d, d, 1), "o": (d, d, 1), "up": (d, h, 1), "down": (h, d, 1)}
-    if cfg.arch == "moe":
-        eh = cfg.expert_ffn_hidden
-        return {"q": (d, d, 1), "k": (d, kvd, 1), "v": (d, kvd, 1), "o": (d, d, 1),
-                "gate": (d, eh, cfg.n_expert), "up": (d, eh, cfg.n_expert), "down": (eh, d, cfg.n_expert)}
-    if cfg.arch == "llama":
-        h = cfg.ffn_hidden
-        return {"q": (d, d, 1), "k": (d, kvd, 1), "v": (d, kvd, 1), "o": (d, d, 1), "gate": (d, h, 1), "up": (d, h, 1), "down": (h, d, 1)}
-    raise BrlmError(f"model.arch={cfg.arch!r}: LoRA targets are defined for gpt, llama and moe")
+    targets = family(cfg.arch).lora_targets
+    if targets is None:
+        able = [name for name, f in FAMILIES.items() if f.lora_targets is not None]
+        raise BrlmError(f"model.arch={cfg.arch!r}: LoRA targets are defined for {', '.join(able)}")
+    return targets(cfg)
 
 
 def parse_targets(targets: str) -> list[str]:
@@ -176,41 +171,16 @@ def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: in
     plus `head_fixed_bytes`, memory of the fused loss that does not grow with the tokens."""
     from brlm.models.loss import default_chunk_rows
 
-    d, L = cfg.n_embd, cfg.n_layer
-    masks = 0.0
-    width = cfg.rnn_hidden if cfg.arch == "rnn" else d  # what the head reads
+    a = family(cfg.arch).activations(cfg, seq_len, attention_impl)
     if fused_loss:
         # The head weight's gradient (fp32; none when LoRA freezes the head) and one chunk of logits.
-        head_fixed = 4.0 * vocab_size * width * head_trainable + 4.0 * default_chunk_rows(vocab_size) * vocab_size
+        head_fixed = 4.0 * vocab_size * a["head_width"] * head_trainable + 4.0 * default_chunk_rows(vocab_size) * vocab_size
+        head = a["head"]  # d(loss)/d(hidden) is kept by the fused loss instead of the logits
     else:
         head_fixed = 0.0
-    if cfg.arch == "rnn":
-        h = cfg.rnn_hidden
-        gates = 4 if cfg.rnn_cell == "lstm" else 3
-        per_layer = (gates + 3) * h  # gate pre-activations, h, c and the layer input
-        head = (h if fused_loss else 3.0 * vocab_size + h)  # d(loss)/d(hidden) or logits, log-softmax, gradient + input
-        return {"layer": float(per_layer), "layers": float(L * per_layer), "head": float(head), "mask_bytes": 0.0,
-                "head_fixed_bytes": head_fixed}
-    kvd = cfg.kv_heads * cfg.head_dim
-    attn = d + d + d + 2 * kvd + d  # norm input, norm output (= q/k/v input), q, k, v, attention output
-    if cfg.arch == "gpt":
-        ffn = d + d + 2 * cfg.ffn_hidden  # norm input/output, c_fc output (GELU input), GELU output
-    elif cfg.arch == "llama":
-        ffn = d + d + 4 * cfg.ffn_hidden  # norm in/out, gate out, silu out, up out, product
-    else:
-        ffn = d + d + cfg.expert_top_k * 4 * cfg.expert_ffn_hidden + 2 * cfg.n_expert  # + router logits/probs
-    per_layer = float(attn + ffn)
-    if attention_impl == "math":
-        # T keys per query: the softmax output; with dropout also its mask and output (PyTorch's math
-        # path keeps the mask as a float tensor).
-        per_layer += (3 if cfg.dropout > 0 else 1) * cfg.n_head * seq_len
-    if cfg.dropout > 0:
-        masks += L * 2 * d + d  # attention and MLP residual dropout masks, embedding dropout (1 B each)
-    if fused_loss:
-        head = 2.0 * d  # final norm input, d(loss)/d(hidden) kept by the fused loss
-    else:
-        head = 3.0 * vocab_size + 2 * d  # logits, log-softmax, their gradient (fp32); final norm in/out
-    return {"layer": per_layer, "layers": L * per_layer, "head": head, "mask_bytes": masks, "head_fixed_bytes": head_fixed}
+        head = 3.0 * vocab_size + a["head"]  # logits, log-softmax, their gradient (fp32)
+    return {"layer": a["layer"], "layers": cfg.n_layer * a["layer"], "head": head, "mask_bytes": a["mask_bytes"],
+            "head_fixed_bytes": head_fixed}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -147,3 +147,65 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(h), None
         return None, linear_cross_entropy(h, self.lm_head.weight, targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts, exact from the config (brlm.compute asks for them through models/registry.py; the
+# conventions — matmuls only, 2 FLOPs per multiply-add, mean context `ctx` — are in compute/flops.py).
+
+
+def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
+    """Parameters of GPT(cfg, vocab_size): total (tied weights once), embedding (wte + wpe), active."""
+    d, V, L = cfg.n_embd, vocab_size, cfg.n_layer
+    head = 0 if cfg.tie_embeddings else V * d
+    b = 1 if cfg.bias else 0
+    hid = cfg.ffn_hidden
+    ln = d * (1 + b)
+    per_layer = (
+        2 * ln
+        + 3 * d * d + 3 * d * b  # c_attn
+        + d * d + d * b  # attn c_proj
+        + d * hid + hid * b  # c_fc
+        + hid * d + d * b  # mlp c_proj
+    )
+    emb = V * d + cfg.block_size * d  # wte + wpe
+    total = emb + L * per_layer + ln + head
+    return {"total": total, "embedding": emb, "active": total, "non_embedding": total - emb}
+
+
+def forward_flops(cfg: ModelConfig, vocab_size: int, ctx: float) -> dict[str, float]:
+    """Forward FLOPs per token by component (all layers), each query meeting `ctx` keys on average."""
+    d, V, L = cfg.n_embd, vocab_size, cfg.n_layer
+    kvd = cfg.kv_heads * cfg.head_dim
+    qd = cfg.n_head * cfg.head_dim  # == d
+    return {
+        "attention_proj": float(L * 2 * d * (qd + 2 * kvd + d)),  # q, k, v in; o out
+        "attention_scores": L * 2 * 2 * qd * ctx,  # Q·Kᵀ and softmax·V, each 2·n_head·head_dim·ctx
+        "mlp": float(L * 2 * 2 * d * cfg.ffn_hidden),  # c_fc, c_proj
+        "lm_head": float(2 * d * V),
+    }
+
+
+def activations(cfg: ModelConfig, seq_len: int, attention_impl: str) -> dict[str, float]:
+    """Saved-for-backward elements per token: one layer's, the final norm's (logits excluded), dropout
+    mask bytes (all layers), and the width the head reads. Korthikanti et al. 2022 §4 for a GPT layer."""
+    d, L = cfg.n_embd, cfg.n_layer
+    kvd = cfg.kv_heads * cfg.head_dim
+    attn = d + d + d + 2 * kvd + d  # norm input, norm output (= q/k/v input), q, k, v, attention output
+    ffn = d + d + 2 * cfg.ffn_hidden  # norm input/output, c_fc output (GELU input), GELU output
+    layer = float(attn + ffn)
+    if attention_impl == "math":
+        # T keys per query: the softmax output; with dropout also its mask and output (PyTorch's math
+        # path keeps the mask as a float tensor).
+        layer += (3 if cfg.dropout > 0 else 1) * cfg.n_head * seq_len
+    # Attention and MLP residual dropout masks, embedding dropout (1 B each).
+    masks = float(L * 2 * d + d) if cfg.dropout > 0 else 0.0
+    # Final norm input and output; with the fused loss its input and d(loss)/d(hidden).
+    return {"layer": layer, "head": 2.0 * d, "mask_bytes": masks, "head_width": d}
+
+
+def lora_targets(cfg: ModelConfig) -> dict[str, tuple[int, int, int]]:
+    """target -> (d_in, d_out, matrices per layer) for the linear layers LoRA can wrap."""
+    d, h = cfg.n_embd, cfg.ffn_hidden
+    # GPT-2 fuses q, k, v into one c_attn; LoRA on it counts as q, k and v together.
+    return {"q": (d, d, 1), "k": (d, d, 1), "v": (d, d, 1), "o": (d, d, 1), "up": (d, h, 1), "down": (h, d, 1)}

@@ -204,3 +204,89 @@ class Llama(nn.Module):
         if targets is None:
             return self.lm_head(h), None
         return None, linear_cross_entropy(h, self.lm_head.weight, targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts, exact from the config (brlm.compute asks for them through models/registry.py; the
+# conventions — matmuls only, 2 FLOPs per multiply-add, mean context `ctx` — are in compute/flops.py).
+# The decoder_* helpers take the FFN's share as an argument, so moe.py reuses everything else.
+
+
+def attention_params(cfg: ModelConfig) -> int:
+    """wq, wk and wv (n_kv_head heads each), wo, and the q/k norms with qk_norm."""
+    d, kvd = cfg.n_embd, cfg.kv_heads * cfg.head_dim
+    return d * d + 2 * d * kvd + d * d + (2 * cfg.head_dim if cfg.qk_norm else 0)
+
+
+def decoder_param_counts(cfg: ModelConfig, vocab_size: int, ffn: int, ffn_active: int) -> dict[str, int]:
+    """Parameters of a Llama-style model whose FFN holds `ffn` parameters per layer, `ffn_active` of
+    them used by each token: total (tied weights once), embedding, active, non_embedding."""
+    d, V, L = cfg.n_embd, vocab_size, cfg.n_layer
+    head = 0 if cfg.tie_embeddings else V * d
+    attn = attention_params(cfg)
+    norms = 2 * d
+    emb = V * d
+    total = emb + L * (attn + norms + ffn) + d + head
+    active = emb + L * (attn + norms + ffn_active) + d + head
+    return {"total": total, "embedding": emb, "active": active, "non_embedding": total - emb}
+
+
+def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
+    ffn = 3 * cfg.n_embd * cfg.ffn_hidden  # SwiGLU w1, w3, w2
+    return decoder_param_counts(cfg, vocab_size, ffn, ffn)
+
+
+def attention_flops(cfg: ModelConfig, ctx: float) -> dict[str, float]:
+    """Attention FLOPs per token (all layers), each query meeting `ctx` keys on average."""
+    d, L = cfg.n_embd, cfg.n_layer
+    kvd = cfg.kv_heads * cfg.head_dim
+    qd = cfg.n_head * cfg.head_dim  # == d
+    return {
+        "attention_proj": float(L * 2 * d * (qd + 2 * kvd + d)),  # q, k, v in; o out
+        "attention_scores": L * 2 * 2 * qd * ctx,  # Q·Kᵀ and softmax·V, each 2·n_head·head_dim·ctx
+    }
+
+
+def forward_flops(cfg: ModelConfig, vocab_size: int, ctx: float) -> dict[str, float]:
+    """Forward FLOPs per token by component (all layers), each query meeting `ctx` keys on average."""
+    d, L = cfg.n_embd, cfg.n_layer
+    return {
+        **attention_flops(cfg, ctx),
+        "mlp": float(L * 2 * 3 * d * cfg.ffn_hidden),  # gate, up, down
+        "lm_head": float(2 * d * vocab_size),
+    }
+
+
+def decoder_activations(cfg: ModelConfig, seq_len: int, attention_impl: str, ffn: int) -> dict[str, float]:
+    """Saved-for-backward elements per token of a Llama-style model whose FFN sublayer (norm included)
+    saves `ffn`: one layer's, the final norm's (logits excluded), dropout mask bytes (all layers), and
+    the width the head reads."""
+    d, L = cfg.n_embd, cfg.n_layer
+    kvd = cfg.kv_heads * cfg.head_dim
+    attn = d + d + d + 2 * kvd + d  # norm input, norm output (= q/k/v input), q, k, v, attention output
+    layer = float(attn + ffn)
+    if attention_impl == "math":
+        # T keys per query: the softmax output; with dropout also its mask and output (PyTorch's math
+        # path keeps the mask as a float tensor).
+        layer += (3 if cfg.dropout > 0 else 1) * cfg.n_head * seq_len
+    # Attention and MLP residual dropout masks, embedding dropout (1 B each).
+    masks = float(L * 2 * d + d) if cfg.dropout > 0 else 0.0
+    # Final norm input and output; with the fused loss its input and d(loss)/d(hidden).
+    return {"layer": layer, "head": 2.0 * d, "mask_bytes": masks, "head_width": d}
+
+
+def activations(cfg: ModelConfig, seq_len: int, attention_impl: str) -> dict[str, float]:
+    d = cfg.n_embd
+    ffn = d + d + 4 * cfg.ffn_hidden  # norm in/out, gate out, silu out, up out, product
+    return decoder_activations(cfg, seq_len, attention_impl, ffn)
+
+
+def decoder_lora_targets(cfg: ModelConfig, hidden: int, n_ffn: int) -> dict[str, tuple[int, int, int]]:
+    """target -> (d_in, d_out, matrices per layer), with `n_ffn` SwiGLUs of width `hidden` per layer."""
+    d, kvd = cfg.n_embd, cfg.kv_heads * cfg.head_dim
+    return {"q": (d, d, 1), "k": (d, kvd, 1), "v": (d, kvd, 1), "o": (d, d, 1),
+            "gate": (d, hidden, n_ffn), "up": (d, hidden, n_ffn), "down": (hidden, d, n_ffn)}
+
+
+def lora_targets(cfg: ModelConfig) -> dict[str, tuple[int, int, int]]:
+    return decoder_lora_targets(cfg, cfg.ffn_hidden, 1)

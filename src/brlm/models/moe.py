@@ -23,7 +23,14 @@ import torch.nn.functional as F
 
 from brlm.config import ModelConfig
 from brlm.models.cache import KVCache
-from brlm.models.llama import Llama, SwiGLU
+from brlm.models.llama import (
+    Llama,
+    SwiGLU,
+    attention_flops,
+    decoder_activations,
+    decoder_lora_targets,
+    decoder_param_counts,
+)
 
 
 class MoEFFN(nn.Module):
@@ -90,3 +97,36 @@ class MoE(Llama):
         if ce is None:
             return logits, None
         return logits, ce + self.cfg.aux_loss_coef * balance + self.cfg.z_loss_coef * z
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts: llama.py's, with the router and the experts as the FFN. FLOPs, activations and the
+# active parameters count the `expert_top_k` experts a token is routed to, not all of them.
+
+
+def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
+    d, eh = cfg.n_embd, cfg.expert_ffn_hidden
+    ffn = d * cfg.n_expert + cfg.n_expert * 3 * d * eh  # router + every expert's SwiGLU
+    ffn_active = d * cfg.n_expert + cfg.expert_top_k * 3 * d * eh
+    return decoder_param_counts(cfg, vocab_size, ffn, ffn_active)
+
+
+def forward_flops(cfg: ModelConfig, vocab_size: int, ctx: float) -> dict[str, float]:
+    """Forward FLOPs per token by component (all layers), each query meeting `ctx` keys on average."""
+    d, L = cfg.n_embd, cfg.n_layer
+    return {
+        **attention_flops(cfg, ctx),
+        "mlp": float(L * cfg.expert_top_k * 2 * 3 * d * cfg.expert_ffn_hidden),
+        "router": float(L * 2 * d * cfg.n_expert),
+        "lm_head": float(2 * d * vocab_size),
+    }
+
+
+def activations(cfg: ModelConfig, seq_len: int, attention_impl: str) -> dict[str, float]:
+    d = cfg.n_embd
+    ffn = d + d + cfg.expert_top_k * 4 * cfg.expert_ffn_hidden + 2 * cfg.n_expert  # + router logits/probs
+    return decoder_activations(cfg, seq_len, attention_impl, ffn)
+
+
+def lora_targets(cfg: ModelConfig) -> dict[str, tuple[int, int, int]]:
+    return decoder_lora_targets(cfg, cfg.expert_ffn_hidden, cfg.n_expert)

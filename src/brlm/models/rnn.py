@@ -82,3 +82,45 @@ class RNNLM(nn.Module):
         if targets is None:
             return self.head(x), None  # (B, T, V)
         return None, linear_cross_entropy(x, self.head.weight, targets, bias=self.head.bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts, exact from the config (brlm.compute asks for them through models/registry.py). No
+# attention: the recurrent matmuls are the FLOPs. LoRA has no targets here (the registry says so).
+
+
+def _gates(cfg: ModelConfig) -> int:
+    return 4 if cfg.rnn_cell == "lstm" else 3
+
+
+def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
+    """Parameters of RNNLM(cfg, vocab_size): total (tied weights once), embedding, active (= total)."""
+    d, V, L = cfg.n_embd, vocab_size, cfg.n_layer
+    h = cfg.rnn_hidden
+    gates = _gates(cfg)
+    rec = sum(gates * h * ((d if i == 0 else h) + h) + 2 * gates * h for i in range(L))  # W_ih, W_hh, b_ih, b_hh
+    norms = 2 * h * L if cfg.rnn_layernorm else 0
+    # The head (with a bias) reads the hidden state; it shares the embedding only when widths match.
+    head = (0 if (cfg.tie_embeddings and h == d) else V * h) + V
+    emb = V * d
+    total = emb + rec + norms + head
+    return {"total": total, "embedding": emb, "active": total, "non_embedding": total - emb}
+
+
+def forward_flops(cfg: ModelConfig, vocab_size: int, ctx: float) -> dict[str, float]:
+    """Forward FLOPs per token by component; `ctx` is unused (the state carries the context)."""
+    d, L, h = cfg.n_embd, cfg.n_layer, cfg.rnn_hidden
+    gates = _gates(cfg)
+    return {
+        "recurrent": float(sum(2 * gates * h * ((d if i == 0 else h) + h) for i in range(L))),
+        "lm_head": float(2 * h * vocab_size),
+    }
+
+
+def activations(cfg: ModelConfig, seq_len: int, attention_impl: str) -> dict[str, float]:
+    """Saved-for-backward elements per token: one layer's, the head's input (logits excluded), no
+    dropout masks counted, and the width the head reads (seq_len, attention_impl unused)."""
+    h = cfg.rnn_hidden
+    layer = (_gates(cfg) + 3) * h  # gate pre-activations, h, c and the layer input
+    # The head's input; with the fused loss d(loss)/d(hidden).
+    return {"layer": float(layer), "head": float(h), "mask_bytes": 0.0, "head_width": h}
