@@ -5,6 +5,7 @@ import pytest
 from brlm.config import (
     SECTIONS,
     RunConfig,
+    base,
     config_from_dict,
     list_presets,
     load_config,
@@ -99,3 +100,42 @@ def test_section_hash_tracks_changes():
     b = config_from_dict({"data": {"min_doc_chars": 11}})
     assert a.section_hash("data") != b.section_hash("data")
     assert a.section_hash("model") == b.section_hash("model")
+
+
+def test_precedence_defaults_preset_scale_variant_set(monkeypatch, tmp_path):
+    """One rule for any root config: defaults < preset < scale < variant < variant's scale < --set."""
+    # load_config is resolve(RunConfig, ...): the pretraining root goes through the same function.
+    assert load_config(preset="demo", scale="tiny", overrides=["train.lr=3e-4"]) == base.resolve(
+        RunConfig, "demo", "tiny", overrides=["train.lr=3e-4"])
+
+    @dataclasses.dataclass
+    class Toy:
+        a: int = base.setting(0, "default only")
+        b: int = base.setting(0, "preset")
+        c: int = base.setting(0, "scale")
+        d: int = base.setting(0, "variant")
+        e: int = base.setting(0, "variant's scale")
+        f: int = base.setting(0, "--set")
+
+    @dataclasses.dataclass
+    class ToyRoot(base.RootConfig):
+        toy: Toy = dataclasses.field(default_factory=Toy)
+
+    preset = {
+        "config": {"toy": {"b": 1, "c": 1, "d": 1, "e": 1, "f": 1}},
+        "scales": {"tiny": {"toy": {"c": 2, "d": 2, "e": 2, "f": 2}}},
+        "runs": {"v": {"toy": {"d": 3, "e": 3, "f": 3}, "scales": {"tiny": {"toy": {"e": 4, "f": 4}}}}},
+    }
+    monkeypatch.setattr(base, "read_preset", lambda name: preset)
+    cfg = base.resolve(ToyRoot, "toy", "tiny", overrides=["toy.f=9", "toy.f=5"], variant="v")
+    assert (cfg.preset, cfg.scale) == ("toy", "tiny")
+    assert dataclasses.astuple(cfg.toy) == (0, 1, 2, 3, 4, 5)  # each layer wins over the one before
+    no_variant = base.resolve(ToyRoot, "toy", "tiny", overrides=["toy.f=5"])
+    assert dataclasses.astuple(no_variant.toy) == (0, 1, 2, 2, 2, 5)
+    assert dataclasses.astuple(base.resolve(ToyRoot, "toy").toy) == (0, 1, 1, 1, 1, 1)
+    assert base.resolve(ToyRoot, overrides=["toy.a=7"]).toy.a == 7
+    # A config file stands in for the preset layers; --set still wins over it.
+    p = tmp_path / "config.yaml"
+    p.write_text(cfg.to_yaml())
+    again = base.resolve(ToyRoot, config_file=p, overrides=["toy.a=6"])
+    assert dataclasses.astuple(again.toy) == (6, 1, 2, 3, 4, 5) and again.scale == "tiny"

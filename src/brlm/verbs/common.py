@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from brlm.config import RunConfig, field_help, list_presets, load_config
+from brlm.config import RunConfig, clean_preset_overrides, field_help, list_presets, resolve
 from brlm.errors import BrlmError
 from brlm.io.run_folder import RunPaths
 
@@ -48,16 +48,20 @@ def maybe_list_keys(args: argparse.Namespace) -> bool:
 
 
 def resolve_config(args: argparse.Namespace, run_dir: Path | None = None, extra: list[str] | None = None) -> RunConfig:
-    """Preset or --config if given; else the run folder's config.yaml; else the demo preset."""
-    overrides = list(getattr(args, "overrides", []) or []) + list(extra or [])
-    preset = getattr(args, "preset", None)
-    if getattr(args, "config", None):
-        return load_config(config_file=args.config, scale=None, overrides=overrides)
-    if preset:
-        return load_config(preset=preset, scale=getattr(args, "scale", None), overrides=overrides)
-    if run_dir is not None and (run_dir / "config.yaml").is_file():
-        return load_config(config_file=run_dir / "config.yaml", overrides=overrides)
-    return load_config(preset="demo", scale=getattr(args, "scale", None), overrides=overrides)
+    """The config a verb runs with, by the one rule in brlm.config.base.resolve.
+
+    Source: --config if given; else the preset (and --variant); else the run folder's config.yaml;
+    else the demo preset. Then, later winning: --clean's values, --set, the verb's own flags (extra).
+    """
+    clean = getattr(args, "clean", None)
+    overrides = (clean_preset_overrides(clean) if clean else []) + list(getattr(args, "overrides", []) or []) + list(extra or [])
+    preset, scale = getattr(args, "preset", None), getattr(args, "scale", None)
+    config_file = getattr(args, "config", None)
+    if not config_file and not preset and run_dir is not None and (run_dir / "config.yaml").is_file():
+        config_file = run_dir / "config.yaml"
+    if config_file:  # a resolved config is repeated as it is: --scale does not re-scale it
+        return resolve(RunConfig, config_file=config_file, overrides=overrides)
+    return resolve(RunConfig, preset or "demo", scale, overrides=overrides, variant=getattr(args, "variant", None))
 
 
 def default_run_dir(cfg: RunConfig) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from brlm.config import CLEAN_PRESETS, clean_preset_overrides
+from brlm.config import CLEAN_PRESETS
 from brlm.io.run_folder import RunPaths
 from brlm.stages.pretrain import stage_data, write_config
 from brlm.verbs.common import (
@@ -70,11 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         extra.append(f"data.txt_mode={args.txt_mode}")
     if args.exclude:
         extra.append(f"data.exclude={','.join(args.exclude)}")
-    if args.clean:
-        # The preset first, so the user's own --set clean.x=y values win over it.
-        args.overrides = clean_preset_overrides(args.clean) + list(args.overrides)
     run_dir = Path(args.run) if args.run else None
-    cfg = resolve_config(args, run_dir, extra)
+    cfg = resolve_config(args, run_dir, extra)  # --clean's values first, so --set clean.x=y wins
     paths = RunPaths(run_dir or default_run_dir(cfg))
     write_config(cfg, paths)
     stage_data(cfg, paths, force=args.force)

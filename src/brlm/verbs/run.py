@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from brlm.config import RunConfig, _deep_merge, config_from_dict, parse_override, preset_sections, read_preset
-from brlm.errors import BrlmError, ConfigError
+from brlm.config import RunConfig, preset_variants, resolve
+from brlm.errors import BrlmError
 from brlm.io.files import read_json, write_json, write_text
 from brlm.io.logging import info
 from brlm.io.run_folder import RunPaths
@@ -31,26 +31,9 @@ from brlm.stages.pretrain import run_pipeline
 from brlm.verbs.common import add_config_args, maybe_list_keys, parser, resolve_config
 
 
-def preset_variants(preset: str) -> dict[str, Any]:
-    runs = read_preset(preset).get("runs") or {}
-    if not isinstance(runs, dict):
-        raise ConfigError(f"preset file {preset}.yaml: 'runs' must map variant names to config overrides")
-    return runs
-
-
 def variant_config(preset: str, variant: str, scale: str | None, overrides: list[str]) -> RunConfig:
     """defaults < preset < its scale < the variant < the variant's scale < --set overrides."""
-    runs = preset_variants(preset)
-    if variant not in runs:
-        raise ConfigError(f"--variant {variant!r}: preset '{preset}' has variants {', '.join(runs) or '(none)'}")
-    sections, used_scale = preset_sections(preset, scale)
-    v = dict(runs[variant] or {})
-    v_scales = v.pop("scales", None) or {}
-    merged = _deep_merge(_deep_merge(sections, v), v_scales.get(used_scale) or {})
-    for text in overrides:
-        section, name, value = parse_override(text)
-        merged[section] = {**merged.get(section, {}), name: value}
-    return config_from_dict({"preset": preset, "scale": used_scale, **merged}, f"preset {preset} variant {variant}")
+    return resolve(RunConfig, preset, scale, overrides=overrides, variant=variant)
 
 
 def comparison_rows(parent: Path, variants: list[str]) -> list[dict[str, Any]]:
@@ -132,12 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         print(f"\ncomparison: {parent / 'comparison.md'}")
         return 0
-    if args.variant:
-        if not args.preset or args.config:
-            p.error("--variant needs a preset")
-        cfg = variant_config(args.preset, args.variant, args.scale, args.overrides)
-    else:
-        cfg = resolve_config(args)
+    if args.variant and (not args.preset or args.config):
+        p.error("--variant needs a preset")
+    cfg = resolve_config(args)  # with --variant: that variant of the preset
     if args.name:
         name = args.name
     elif args.config:
