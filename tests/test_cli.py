@@ -8,7 +8,8 @@ from brlm.cli import VERBS, main
 
 
 def test_verb_table_matches_modules():
-    modules = {m.name for m in pkgutil.iter_modules(brlm.verbs.__path__)} - {"common"}
+    # extrinsic is a sub-verb: `brlm eval extrinsic build|rescore` routes to brlm.verbs.extrinsic.main.
+    modules = {m.name for m in pkgutil.iter_modules(brlm.verbs.__path__)} - {"common", "extrinsic"}
     assert modules == set(VERBS)
     for module, desc in VERBS.values():
         mod = importlib.import_module(module)

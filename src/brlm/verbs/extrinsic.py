@@ -1,0 +1,109 @@
+"""`brlm eval extrinsic build|rescore`: task sets for QA / summarization / rewriting, and metrics
+recomputed from saved outputs (no model needed).
+
+    brlm eval extrinsic build --from sft_10k_test.jsonl --exclude sft_10k_train.jsonl sft_10k_val.jsonl \
+        --n 200 --seed 123 --out sets/seed123
+    brlm eval extrinsic rescore eval_details.jsonl                      # brlm's normaliser
+    brlm eval extrinsic rescore seeds_details.jsonl --compat seeds      # the seeds' published scoring
+    brlm eval extrinsic rescore seeds_details.jsonl --compat seeds --repair-leak --json
+
+`--json` prints {"<task>": {"<side>": {"em", "f1", "rouge_l", "n"}}} on stdout (sides `base` / `sft`
+for the seeds' files, model names for brlm's), means over items in [0, 1]; counts go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from brlm.errors import BrlmError
+from brlm.eval.extrinsic.rescore import Rescored, paired_scores, rescore_file
+from brlm.eval.extrinsic.stats import compare_paired
+from brlm.eval.extrinsic.tasks import build_sets, write_sets
+from brlm.io.logging import info
+
+MAIN_METRIC = {"qa": "f1", "summarization": "rouge_l", "rewriting": "rouge_l"}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="brlm eval extrinsic", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True)
+    b = sub.add_parser("build", help="draw QA / summarization / rewriting sets from instruction JSONL")
+    b.add_argument("--from", dest="source", required=True, metavar="FILE",
+                   help="instruction JSONL (fields instruction, input, output), e.g. Canarim")
+    b.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
+                   help="training JSONL files whose items must not appear in the sets")
+    b.add_argument("--n", type=int, default=200, help="items per task (default 200)")
+    b.add_argument("--seed", type=int, default=123, help="test-set seed: the shuffling order (default 123)")
+    b.add_argument("--out", required=True, metavar="DIR", help="folder for <task>.jsonl and manifest.json")
+    r = sub.add_parser("rescore", help="recompute metrics from a details JSONL (brlm's or the seeds')")
+    r.add_argument("details", metavar="DETAILS.jsonl", help="per-item outputs")
+    r.add_argument("--compat", choices=["seeds"], help="score exactly as the seeds did (their normaliser defect included)")
+    r.add_argument("--repair-leak", action="store_true",
+                   help="cut a leaked prompt tail + assistant header from the start of each output first")
+    r.add_argument("--json", action="store_true", help="print only the {task: {side: metrics}} JSON object")
+    r.add_argument("--seed", type=int, default=0, help="seed of the paired bootstrap / permutation test (default 0)")
+    return p
+
+
+def _build(args: argparse.Namespace) -> int:
+    sets, manifest = build_sets(args.source, args.exclude, args.n, args.seed)
+    manifest = write_sets(args.out, sets, manifest)
+    got = ", ".join(f"{t} {k}" for t, k in manifest["n_per_task_obtained"].items())
+    info(f"build: {got} items in {args.out}; scanned {manifest['scanned']} of {manifest['source']['rows']}, "
+         f"excluded {manifest['excluded']} (in training files; {manifest['excluded_in_source']} in the whole source), "
+         f"duplicates {manifest['duplicates']}, unclassified {manifest['unclassified']}")
+    short = [t for t, k in manifest["n_per_task_obtained"].items() if k < args.n]
+    if short:
+        info(f"build: fewer than --n {args.n} items for {', '.join(short)}: the source has no more")
+    return 0
+
+
+def _report(r: Rescored, seed: int) -> str:
+    lines = [f"{'task':<14} {'side':<24} {'n':>5} {'EM':>7} {'F1':>7} {'ROUGE-L':>8}"]
+    for task, sides in r.table.items():
+        for side, m in sides.items():
+            lines.append(f"{task:<14} {side:<24} {m['n']:>5} {m['em']:>7.4f} {m['f1']:>7.4f} {m['rouge_l']:>8.4f}")
+    for task, sides in r.table.items():
+        names = list(sides)
+        if len(names) != 2:
+            continue
+        metric = MAIN_METRIC[task]
+        a, b = paired_scores(r, task, names[0], names[1], metric)
+        if len(a) < 2:
+            continue
+        c = compare_paired(a, b, seed=seed)
+        lines.append(f"{task}: {metric} {names[1]} - {names[0]} = {c['diff']:+.4f} "
+                     f"[95% CI {c['lo']:+.4f}, {c['hi']:+.4f}], permutation p = {c['p_permutation']:.4g}, "
+                     f"d_z = {c['cohen_dz']:.3f}, n = {c['n']}")
+    return "\n".join(lines)
+
+
+def _rescore(args: argparse.Namespace) -> int:
+    r = rescore_file(args.details, compat=args.compat, repair=args.repair_leak)
+    counts = ", ".join(f"{s} {n}" for s, n in r.outputs.items())
+    info(f"rescore: {args.details}: {r.format} format, outputs {counts}; scoring {args.compat or 'brlm'}")
+    if args.repair_leak:
+        info("rescore: leaked prompts cut: " + ", ".join(f"{s} {r.repaired.get(s, 0)}/{n}" for s, n in r.outputs.items()))
+    if any(r.empty.values()):
+        info("rescore: empty outputs: " + ", ".join(f"{s} {n}" for s, n in r.empty.items()))
+    if r.stored_mismatches is not None:
+        total = sum(r.outputs.values())
+        info(f"rescore: stored per-item metrics reproduced for {total - r.stored_mismatches}/{total} outputs")
+    print(json.dumps(r.table, indent=2) if args.json else _report(r, args.seed))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    return _build(args) if args.action == "build" else _rescore(args)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrlmError as e:
+        print(f"brlm eval extrinsic: error: {e}", file=sys.stderr)
+        sys.exit(2)
