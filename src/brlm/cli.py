@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "report": ("brlm.verbs.report", "render report.md from a run folder"),
     "estimate": ("brlm.verbs.estimate", "predict memory, compute and cost before a run (estimate memory|compute|fits)"),
     "runs": ("brlm.verbs.runs", "list run folders: status, preset, params, bits/byte, tokens, wall time (runs list)"),
+    "export": ("brlm.verbs.export", "export a run's checkpoint and tokenizer as a Hugging Face folder (export hf)"),
     "compare": ("brlm.verbs.compare", "side-by-side table of runs (Markdown + CSV) with loss/throughput plots"),
 }
 
