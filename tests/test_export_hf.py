@@ -221,3 +221,18 @@ def test_cli_export_end_to_end(tiny_run, tmp_path):
     idx = torch.tensor([brlm_tok.encode("O ônibus da linha azul atrasou.")[:30]])
     with torch.no_grad():
         assert torch.allclose(ours(idx)[0], hf(input_ids=idx).logits, atol=1e-4)
+
+
+def test_exported_model_scores_like_its_checkpoint(tiny_run, tmp_path):
+    """`brlm eval intrinsic RUN --hf EXPORT` sees the same tokens, so it must give the checkpoint's
+    loss and bits per byte (byte-fallback pieces count one byte, `▁` one space)."""
+    out = tmp_path / "demo-hf"
+    run_cli("export", "hf", str(tiny_run), "--out", str(out), check=True)
+    ours = tmp_path / "ours.json"
+    theirs = tmp_path / "theirs.json"
+    run_cli("eval", "intrinsic", str(tiny_run), "--out", str(ours), check=True)
+    run_cli("eval", "intrinsic", str(tiny_run), "--hf", str(out), "--out", str(theirs), check=True)
+    a, b = json.loads(ours.read_text()), json.loads(theirs.read_text())
+    assert a["tokens"] == b["tokens"] and a["bytes"] == b["bytes"]
+    assert b["loss"] == pytest.approx(a["loss"], abs=1e-4)
+    assert b["bits_per_byte"] == pytest.approx(a["bits_per_byte"], abs=1e-4)

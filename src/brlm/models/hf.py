@@ -7,6 +7,7 @@ Needs `pip install 'brlm[hf]'` (transformers).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brlm.errors import BrlmError
+
+_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")  # SentencePiece byte fallback: one byte
 
 
 def _transformers():
@@ -79,18 +82,27 @@ class HFTokenizer:
         return self.tok.convert_ids_to_tokens(int(token_id))
 
     def token_bytes(self) -> np.ndarray:
-        """Bytes per id. Byte-level BPE pieces (GPT-2 style) map back to bytes exactly; other
-        tokenizers fall back to the UTF-8 length of the decoded piece."""
+        """Bytes per id. Byte-level BPE pieces (GPT-2 style) map back to bytes exactly, as do
+        SentencePiece pieces (`▁` is a space, `<0xNN>` one byte); other tokenizers fall back to the
+        UTF-8 length of the decoded piece."""
         if self._token_bytes is None:
             byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
             special = set(self.tok.all_special_ids)
             out = np.zeros(self.vocab_size, dtype=np.int64)
             pieces = self.tok.convert_ids_to_tokens(list(range(self.vocab_size)))
             byte_level = all(all(ch in byte_decoder for ch in p) for i, p in enumerate(pieces) if p and i not in special)
+            metaspace = any(p and "\u2581" in p for p in pieces)
             for i, p in enumerate(pieces):
                 if i in special or p is None:
                     continue
-                out[i] = len(p) if byte_level else len(self.tok.convert_tokens_to_string([p]).encode("utf-8"))
+                if byte_level:
+                    out[i] = len(p)
+                elif _BYTE_PIECE.match(p):
+                    out[i] = 1
+                elif metaspace:
+                    out[i] = len(p.replace("\u2581", " ").encode("utf-8"))
+                else:
+                    out[i] = len(self.tok.convert_tokens_to_string([p]).encode("utf-8"))
             self._token_bytes = out
         return self._token_bytes
 
