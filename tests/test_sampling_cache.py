@@ -110,3 +110,25 @@ def test_sample_cli_warns_on_long_prompt_and_takes_knobs(tiny_run, tmp_path):
                    "--repetition-penalty", "1.3", "--no-cache", "--out", str(out), check=True)
     row = json.loads(out.read_text())[0]
     assert row["cache"] is False and row["completion"] == cached
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_stream_generate_yields_what_generate_returns(arch):
+    """stream_generate hands each token over as it is sampled; generate is exactly its collection.
+    The caller's code between tokens runs outside inference mode (its own grad mode)."""
+    from brlm.infer.engine import stream_generate
+
+    model = tiny_model(arch)
+    prompt = [5, 17, 3, 42, 8, 11]
+    sampler = make_sampler(0.9, top_k=20)
+    collected, info = generate(model, prompt, 12, sampler, generator=torch.Generator().manual_seed(7))
+    stream = stream_generate(model, prompt, 12, sampler, generator=torch.Generator().manual_seed(7))
+    first = next(stream)
+    assert first == collected[0]
+    assert not torch.is_inference_mode_enabled()
+    rest = []
+    with pytest.raises(StopIteration) as done:
+        while True:
+            rest.append(next(stream))
+    assert [first, *rest] == collected
+    assert done.value.value["stopped"] == info["stopped"] == "max_new_tokens"

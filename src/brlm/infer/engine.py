@@ -3,9 +3,11 @@ carries between steps when it offers one (`make_cache`, see brlm.models.cache): 
 attention models, the hidden state for recurrent ones. A model without `make_cache` is decoded
 by running the whole (sliding) context each step.
 
-    from brlm.infer.engine import generate
+    from brlm.infer.engine import generate, stream_generate
     from brlm.infer.sampling import make_sampler
     ids, info = generate(model, prompt_ids, 60, make_sampler(0.8, top_k=50), generator=g, eos_id=2)
+    for token in stream_generate(model, prompt_ids, 60, sampler):   # one id at a time, as sampled
+        print(tok.decode([token]), end="", flush=True)
 
 Context handling is explicit, never silent:
 * a prompt longer than the context is cut from the left and `info["warning"]` says so;
@@ -17,7 +19,7 @@ Context handling is explicit, never silent:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -46,7 +48,93 @@ def truncate_prompt(prompt_ids: list[int], limit: int | None, info: dict[str, An
     return prompt_ids
 
 
-@torch.inference_mode()
+def stream_generate(
+    model: nn.Module,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    sampler: Sampler,
+    generator: torch.Generator | None = None,
+    eos_id: int | None = None,
+    device: str | torch.device = "cpu",
+    use_cache: bool = True,
+    stop: StopFn | None = None,
+) -> Iterator[int]:
+    """Yield each new token id as soon as it is sampled (batch 1); the generator's return value is
+    the info dict (`stopped`, `reprefills`, `seconds`, `warning`, …). Chat, the server, samples and
+    guardrails all decode through here; `generate` collects it."""
+    was_training = model.training
+    model.eval()
+    info: dict[str, Any] = {"prompt_tokens": len(prompt_ids)}
+    decoder = _Decoder(model, truncate_prompt(list(prompt_ids), context_limit(model), info), sampler, generator,
+                       device, use_cache and hasattr(model, "make_cache"))
+    info["cache"] = decoder.cached
+    new: list[int] = []
+    t0 = time.perf_counter()
+    try:
+        for _ in range(max_new_tokens):
+            token = decoder.next_token()
+            if eos_id is not None and token == eos_id:
+                info["stopped"] = "eos"
+                break
+            new.append(token)
+            yield token  # outside inference mode: the caller's code runs with its own grad mode
+            if stop is not None and (reason := stop(new)):
+                info["stopped"] = reason
+                break
+            if len(new) < max_new_tokens:
+                decoder.advance()
+    finally:
+        if was_training:
+            model.train()
+    info.setdefault("stopped", "max_new_tokens")
+    info["reprefills"] = decoder.reprefills
+    info["seconds"] = time.perf_counter() - t0
+    return info
+
+
+class _Decoder:
+    """The state of one sequence between tokens: its ids, its cache and the last logits."""
+
+    def __init__(self, model: nn.Module, prompt_ids: list[int], sampler: Sampler, generator: torch.Generator | None,
+                 device: str | torch.device, cached: bool):
+        self.model, self.sampler, self.generator, self.device, self.cached = model, sampler, generator, device, cached
+        self.limit = context_limit(model)
+        self.reprefills = 0
+        self._prefill(prompt_ids)
+
+    @torch.inference_mode()
+    def _prefill(self, prompt_ids: list[int]) -> None:
+        self.idx = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
+        self.cache = None
+        if self.cached:
+            self.cache = self.model.make_cache(1, self.limit, self.device)
+            self.logits, _ = self.model(self.idx, cache=self.cache)  # prefill: (1, T, V)
+
+    @torch.inference_mode()
+    def next_token(self) -> int:
+        if not self.cached:
+            window = self.idx if self.limit is None else self.idx[:, -self.limit:]
+            self.logits, _ = self.model(window)  # the whole context every step: (1, T, V)
+        self.nxt = self.sampler(self.logits[:, -1, :], self.generator, self.idx)  # (1, 1)
+        self.idx = torch.cat([self.idx, self.nxt.to(self.idx.device)], dim=1)
+        return int(self.nxt.item())
+
+    @torch.inference_mode()
+    def advance(self) -> None:
+        """Feed the token just sampled to a cached model (uncached models rerun the window instead)."""
+        if not self.cached:
+            return
+        max_len = getattr(self.cache, "max_len", None)
+        if max_len is not None and self.cache.pos + 1 > max_len:
+            # Context full: start over from the most recent half window (see module docstring).
+            keep = max(max_len // 2, 1)
+            self.cache = self.model.make_cache(1, self.limit, self.device)
+            self.logits, _ = self.model(self.idx[:, -keep:], cache=self.cache)
+            self.reprefills += 1
+        else:
+            self.logits, _ = self.model(self.nxt, cache=self.cache)  # one position: (1, 1, V)
+
+
 def generate(
     model: nn.Module,
     prompt_ids: list[int],
@@ -59,48 +147,11 @@ def generate(
     stop: StopFn | None = None,
 ) -> tuple[list[int], dict[str, Any]]:
     """Generate up to max_new_tokens after prompt_ids (batch 1). Returns (new ids, info)."""
-    was_training = model.training
-    model.eval()
-    limit = context_limit(model)
-    info: dict[str, Any] = {"prompt_tokens": len(prompt_ids)}
-    prompt_ids = truncate_prompt(list(prompt_ids), limit, info)
-    cached = use_cache and hasattr(model, "make_cache")
-    info["cache"] = cached
-    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
+    stream = stream_generate(model, prompt_ids, max_new_tokens, sampler, generator=generator, eos_id=eos_id,
+                             device=device, use_cache=use_cache, stop=stop)
     new: list[int] = []
-    reprefills = 0
-    t0 = time.perf_counter()
-    cache = None
-    if cached:
-        cache = model.make_cache(1, limit, device)
-        logits, _ = model(idx, cache=cache)  # prefill: (1, T, V)
-    for _ in range(max_new_tokens):
-        if not cached:
-            window = idx if limit is None else idx[:, -limit:]
-            logits, _ = model(window)  # the whole context every step: (1, T, V)
-        nxt = sampler(logits[:, -1, :], generator, idx)  # (1, 1)
-        token = int(nxt.item())
-        if eos_id is not None and token == eos_id:
-            info["stopped"] = "eos"
-            break
-        new.append(token)
-        idx = torch.cat([idx, nxt.to(idx.device)], dim=1)
-        if stop is not None and (reason := stop(new)):
-            info["stopped"] = reason
-            break
-        if cached and len(new) < max_new_tokens:
-            max_len = getattr(cache, "max_len", None)
-            if max_len is not None and cache.pos + 1 > max_len:
-                # Context full: start over from the most recent half window (see module docstring).
-                keep = max(max_len // 2, 1)
-                cache = model.make_cache(1, limit, device)
-                logits, _ = model(idx[:, -keep:], cache=cache)
-                reprefills += 1
-            else:
-                logits, _ = model(nxt, cache=cache)  # one position: (1, 1, V)
-    info.setdefault("stopped", "max_new_tokens")
-    info["reprefills"] = reprefills
-    info["seconds"] = time.perf_counter() - t0
-    if was_training:
-        model.train()
-    return new, info
+    while True:
+        try:
+            new.append(next(stream))
+        except StopIteration as done:
+            return new, done.value
