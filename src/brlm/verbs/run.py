@@ -27,7 +27,7 @@ from brlm.io.files import read_json, write_json, write_text
 from brlm.io.logging import info
 from brlm.io.run_folder import RunPaths
 from brlm.runs.report import render_report
-from brlm.stages.pretrain import run_pipeline
+from brlm.stages import preset_workflow, workflow_module
 from brlm.verbs.common import add_config_args, maybe_list_keys, parser, resolve_config
 
 
@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name = cfg.preset if args.scale is None else f"{cfg.preset}-{cfg.scale}"
     paths = RunPaths(Path(args.runs_dir) / name)
-    if run_pipeline(cfg, paths, command="brlm run " + shlex.join(argv if argv is not None else sys.argv[1:])):
+    workflow = workflow_module(preset_workflow(None if args.config else args.preset))
+    if workflow.run_pipeline(cfg, paths, command="brlm run " + shlex.join(argv if argv is not None else sys.argv[1:])):
         report = render_report(paths.root)  # rank 0 only: the other ranks under torchrun only train
         info(f"report: {report}")
         print(report)
