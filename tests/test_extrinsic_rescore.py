@@ -126,3 +126,19 @@ def test_module_entry_point_exit_2(tmp_path):
                           text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "not valid JSON" in proc.stderr
+
+
+def test_brlm_eval_extrinsic_rescore_through_the_cli(tmp_path):
+    """`brlm eval extrinsic rescore FILE --json` through the real CLI: one JSON object on stdout;
+    a broken line is one error line and exit code 2."""
+    from tests.conftest import run_cli
+
+    item = Item("qa", "Qual é a capital do Brasil?", "", "Brasília", "ha")
+    details = tmp_path / "details.jsonl"
+    details.write_text(json.dumps(detail_row(item, "m", "P:", "Brasília\nmais texto")) + "\n", encoding="utf-8")
+    proc = run_cli("eval", "extrinsic", "rescore", str(details), "--json", check=True)
+    out = json.loads(proc.stdout)
+    assert out["qa"]["m"]["em"] == 1.0 and out["qa"]["m"]["n"] == 1
+    details.write_text("{quebrado\n", encoding="utf-8")
+    bad = run_cli("eval", "extrinsic", "rescore", str(details), "--json")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "details.jsonl:1" in bad.stderr

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 import os
 import zlib
 from collections import Counter
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from brlm.errors import DataError
+from brlm.io.files import parse_json_object
 
 BUILTIN = {
     "builtin:demo": "demo_corpus.jsonl",
@@ -69,12 +69,7 @@ def _read_jsonl(path: Path, text_field: str, stats: Counter, id_field: str = "id
                 line = _decode(raw, stats).strip()
                 if not line:
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one JSON object per line") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                obj = parse_json_object(line, path, lineno)
                 if text_field not in obj:
                     fields = ", ".join(list(obj)[:8]) or "(none)"
                     raise DataError(f"{path}:{lineno}: no field '{text_field}' (data.text_field); fields present: {fields}")

@@ -135,20 +135,11 @@ class _Decoder:
             self.logits, _ = self.model(self.nxt, cache=self.cache)  # one position: (1, 1, V)
 
 
-def generate(
-    model: nn.Module,
-    prompt_ids: list[int],
-    max_new_tokens: int,
-    sampler: Sampler,
-    generator: torch.Generator | None = None,
-    eos_id: int | None = None,
-    device: str | torch.device = "cpu",
-    use_cache: bool = True,
-    stop: StopFn | None = None,
-) -> tuple[list[int], dict[str, Any]]:
-    """Generate up to max_new_tokens after prompt_ids (batch 1). Returns (new ids, info)."""
-    stream = stream_generate(model, prompt_ids, max_new_tokens, sampler, generator=generator, eos_id=eos_id,
-                             device=device, use_cache=use_cache, stop=stop)
+def generate(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler,
+             **options: Any) -> tuple[list[int], dict[str, Any]]:
+    """Generate up to max_new_tokens after prompt_ids (batch 1). Returns (new ids, info).
+    `options` are stream_generate's (generator, eos_id, device, use_cache, stop)."""
+    stream = stream_generate(model, prompt_ids, max_new_tokens, sampler, **options)
     new: list[int] = []
     while True:
         try:

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from brlm.errors import DataError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -85,3 +87,28 @@ def write_manifest(folder: str | Path, stage: str, key: str, files: list[str], *
     m = {"stage": stage, "key": key, "files": files, **info}
     write_json(Path(folder) / "manifest.json", m)
     return m
+
+
+def parse_json_object(line: str, path: str | Path, lineno: int) -> dict[str, Any]:
+    """One JSONL line as a dict; anything else is a DataError naming file:line."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); expected one JSON object per line") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a UTF-8 JSONL file; errors name file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    yield lineno, parse_json_object(line, path, lineno)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte {e.start} of a line)") from None

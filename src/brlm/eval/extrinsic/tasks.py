@@ -22,12 +22,12 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from brlm.errors import DataError
-from brlm.io.files import file_sha256, write_json, write_text
+from brlm.io.files import file_sha256, iter_jsonl, write_json, write_text
 
 TASKS = ("qa", "summarization", "rewriting")
 SET_FIELDS = ("task", "instruction", "input", "reference", "hash")
@@ -93,24 +93,6 @@ def norm_hash(instruction: str, input: str, output: str) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # Reading JSONL with one-line errors
-
-
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; a broken line is a DataError naming file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
 
 
 def str_field(obj: dict[str, Any], name: str, where: str, *, required: bool = True, nonempty: bool = False) -> str:
