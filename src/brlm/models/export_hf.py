@@ -21,7 +21,7 @@ weight, or is refused with a BrlmError that says why (EXPORTERS, keyed by arch):
 Dropout is carried where the target has the same sites (GPT-2); Llama-style targets have only
 attention dropout, set to 0, since brlm's residual dropout has no counterpart there.
 
-    from brlm.models.export_hf import export_run
+    from brlm.stages.export import export_run          # the run-level workflow around these functions
     manifest = export_run("runs/demo", "runs/demo/hf", checkpoint="best")
 
 Needs `pip install 'brlm[hf]'` (transformers).
@@ -29,12 +29,7 @@ Needs `pip install 'brlm[hf]'` (transformers).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -44,12 +39,12 @@ import torch.nn as nn
 
 from brlm.config import ModelConfig
 from brlm.errors import BrlmError
-from brlm.io.files import file_sha256, read_json, write_json
+from brlm.io.files import read_json, write_json
 
 MANIFEST = "export.json"
 
 
-def _transformers():
+def require_transformers():
     try:
         import transformers
     except ImportError:
@@ -194,7 +189,7 @@ def to_hf(model: nn.Module, token_ids: dict[str, int | None] | None = None) -> n
     """The transformers model (eval mode, fp32) computing the same logits as the brlm `model`.
 
     token_ids: {"bos_token_id", "eos_token_id", "pad_token_id"} for its config (None: not set)."""
-    tf = _transformers()
+    tf = require_transformers()
     target = hf_target(model)
     config = tf.AutoConfig.for_model(target.model_type, **target.config, **(token_ids or {}))
     config.architectures = [target.architecture]
@@ -230,7 +225,7 @@ def generation_config(token_ids: dict[str, int | None], sample: dict[str, Any] |
 def save_hf_model(model: nn.Module, out_dir: str | Path, token_ids: dict[str, int | None],
                   sample: dict[str, Any] | None = None) -> None:
     """model.safetensors, config.json and generation_config.json for a brlm model in out_dir."""
-    tf = _transformers()
+    tf = require_transformers()
     hf = to_hf(model, token_ids)
     hf.generation_config = tf.GenerationConfig(**generation_config(token_ids, sample))
     bars = tf.utils.logging.is_progress_bar_enabled()
@@ -251,7 +246,7 @@ def save_hf_model(model: nn.Module, out_dir: str | Path, token_ids: dict[str, in
         write_json(config_path, {**config, "rope_theta": rope["rope_theta"]})
 
 
-def _token_ids(tokenizer_dir: Path) -> dict[str, int | None]:
+def special_token_ids(tokenizer_dir: Path) -> dict[str, int | None]:
     from brlm.tokenizers.base import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
@@ -260,78 +255,3 @@ def _token_ids(tokenizer_dir: Path) -> dict[str, int | None]:
         pad = tok.sp.pad_id()
     return {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id,
             "pad_token_id": pad if pad is not None and pad >= 0 else None, "vocab_size": tok.vocab_size}
-
-
-@contextlib.contextmanager
-def _staging(out: Path):
-    """A temporary folder beside `out`, renamed onto it on success and removed on failure, so a
-    failed export leaves neither a half-written folder nor a damaged earlier export."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-        # mkdtemp / mkstemp create owner-only entries; an export is meant to be shared, so the
-        # usual umask applies.
-        umask = os.umask(0)
-        os.umask(umask)
-        for f in tmp.iterdir():
-            f.chmod(0o666 & ~umask)
-        tmp.chmod(0o777 & ~umask)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "best") -> dict[str, Any]:
-    """Export a run's checkpoint (best, last or a step) and tokenizer as a Hugging Face folder
-    (default <run>/hf). Returns the manifest written as export.json."""
-    import brlm
-    from brlm.io.run_folder import RunPaths
-    from brlm.models.checkpoint import checkpoint_steps, find_checkpoint, load_checkpoint, verify_checkpoint
-    from brlm.tokenizers.hf import save_hf_tokenizer
-
-    paths = RunPaths(Path(run_dir))
-    if not paths.root.is_dir():
-        raise BrlmError(f"{paths.root}: run folder not found")
-    out = Path(out) if out else paths.root / "hf"
-    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
-        raise BrlmError(f"{out}: exists and is not an earlier export ({MANIFEST} missing); choose another --out")
-    step = find_checkpoint(paths.checkpoints, checkpoint)
-    if step not in (have := checkpoint_steps(paths.checkpoints)):
-        raise BrlmError(f"--checkpoint {checkpoint}: no checkpoint at step {step} in {paths.checkpoints}; have {have}")
-    verify_checkpoint(paths.checkpoints, step)  # refuse a truncated or corrupted checkpoint
-    model, meta = load_checkpoint(paths.checkpoints, str(step))
-    target = hf_target(model)  # refuses (rnn, unknown arch) before anything is written
-    _transformers()
-    ids = _token_ids(paths.tokenizer)
-    tok_vocab = ids.pop("vocab_size")
-    if tok_vocab > model.vocab_size:
-        raise BrlmError(f"{paths.tokenizer}: tokenizer has {tok_vocab} ids but the model only {model.vocab_size}")
-    with _staging(out) as tmp:
-        save_hf_model(model, tmp, ids, (meta.get("config") or {}).get("sample"))
-        save_hf_tokenizer(paths.tokenizer, tmp, model_max_length=model.cfg.block_size)
-        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        tok_meta = read_json(paths.tokenizer / "tokenizer.json")
-        manifest = {
-            "source_run": str(paths.root.resolve()),
-            "checkpoint": checkpoint,
-            "step": step,
-            "checkpoint_files": meta.get("files", {}),
-            "arch": model.cfg.arch,
-            "hf_architecture": target.architecture,
-            "model": dataclasses.asdict(model.cfg),
-            "vocab_size": model.vocab_size,
-            "tokenizer": {"kind": tok_meta.get("kind"), "sha256": tok_meta.get("sha256")},
-            "brlm_version": brlm.__version__,
-            "transformers_version": _transformers().__version__,
-            "files": files,
-        }
-        write_json(tmp / MANIFEST, manifest)
-    return manifest

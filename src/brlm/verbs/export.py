@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     hf.add_argument("--checkpoint", default="best", help="'best', 'last' or a step number (default: best)")
     args = p.parse_args(argv)
     paths = existing_run(args.run)
-    from brlm.models.export_hf import export_run
+    from brlm.stages.export import export_run
 
     manifest = export_run(paths.root, args.out, checkpoint=args.checkpoint)
     out = args.out or paths.root / "hf"
