@@ -1,7 +1,7 @@
 """`brlm eval intrinsic RUN`: loss, perplexity, next-token accuracy, bits per byte and bits per
 character of a run's checkpoint on a fixed, hashed set of validation windows (per document
 category when the data has one); writes `<run>/eval.json`.
-`brlm eval extrinsic build|rescore`: task sets and metrics from saved outputs (brlm/verbs/extrinsic.py).
+`brlm eval extrinsic build|run|rescore`: task sets, models answering them, metrics from saved outputs (brlm/verbs/extrinsic.py).
 `brlm eval guardrails RUN`: byte-fallback and short-piece ratios, repetition and unseen words on
 the standard prompts x several seeds, with pass/fail; writes `<run>/guardrails.json`.
 
@@ -22,7 +22,7 @@ from brlm.verbs.common import existing_run, parser, resolve_config
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["extrinsic"]:  # its own parser: build / rescore (brlm/verbs/extrinsic.py)
+    if argv[:1] == ["extrinsic"]:  # its own parser: build / run / rescore (brlm/verbs/extrinsic.py)
         from brlm.verbs import extrinsic
 
         return extrinsic.main(argv[1:])
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--hf", metavar="DIR", help="score a Hugging Face model folder (offline) on the run's validation data instead")
     ev.add_argument("--out", help="output JSON (default: <run>/eval.json; with --hf, <run>/eval_hf.json)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval settings")
-    sub.add_parser("extrinsic", help="QA / summarization / rewriting: `brlm eval extrinsic --help` (build, rescore)", add_help=False)
+    sub.add_parser("extrinsic", help="QA / summarization / rewriting: `brlm eval extrinsic --help` (build, run, rescore)", add_help=False)
     gr = sub.add_parser("guardrails", help="readability guardrails on generated samples (pass/fail)")
     gr.add_argument("run", help="run folder")
     gr.add_argument("--checkpoint", default="best", help="'best', 'last' or a step number (default: best)")

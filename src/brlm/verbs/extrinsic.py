@@ -1,11 +1,20 @@
-"""`brlm eval extrinsic build|rescore`: task sets for QA / summarization / rewriting, and metrics
-recomputed from saved outputs (no model needed).
+"""`brlm eval extrinsic build|run|rescore`: task sets for QA / summarization / rewriting, models
+answering them (with statistics and an optional LLM judge), and metrics recomputed from saved outputs.
 
     brlm eval extrinsic build --from sft_10k_test.jsonl --exclude sft_10k_train.jsonl sft_10k_val.jsonl \
         --n 200 --seed 123 --out sets/seed123
+    brlm eval extrinsic run --model runs/base --model runs/sft --sets sets/seed123 sets/seed456 \
+        --limit 50 --batch-size 8 --out runs/sft        # -> extrinsic.json, extrinsic.md, extrinsic_details.jsonl
+    brlm eval extrinsic run --model hf/llama --sets sets/seed123 --out out/ \
+        --judge-url http://127.0.0.1:8000 --judge-model juiz-a --judge-model-2 juiz-b   # key: $BRLM_JUDGE_API_KEY
     brlm eval extrinsic rescore eval_details.jsonl                      # brlm's normaliser
     brlm eval extrinsic rescore seeds_details.jsonl --compat seeds      # the seeds' published scoring
     brlm eval extrinsic rescore seeds_details.jsonl --compat seeds --repair-leak --json
+
+`run` resumes: rerun the same command after an interruption and only the missing items are generated.
+The first --model is the base; every other one is compared with it (paired bootstrap and
+permutation test on the same items). There is no --adapter yet: brlm.infer.load does not load
+base + adapter; merge the adapter into a run or a Hugging Face folder and pass that.
 
 `--json` prints {"<task>": {"<side>": {"em", "f1", "rouge_l", "n"}}} on stdout (sides `base` / `sft`
 for the seeds' files, model names for brlm's), means over items in [0, 1]; counts go to stderr.
@@ -14,9 +23,12 @@ for the seeds' files, model names for brlm's), means over items in [0, 1]; count
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from pathlib import Path
 
+from brlm.config.extrinsic import ExtrinsicConfig
 from brlm.errors import BrlmError
 from brlm.eval.extrinsic.rescore import Rescored, paired_scores, rescore_file
 from brlm.eval.extrinsic.stats import compare_paired
@@ -38,6 +50,18 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--n", type=int, default=200, help="items per task (default 200)")
     b.add_argument("--seed", type=int, default=123, help="test-set seed: the shuffling order (default 123)")
     b.add_argument("--out", required=True, metavar="DIR", help="folder for <task>.jsonl and manifest.json")
+    g = sub.add_parser("run", help="generate answers with one or more models, score them, summarise (extrinsic.json)")
+    g.add_argument("--model", action="append", required=True, metavar="SRC",
+                   help="a brlm run folder or a Hugging Face folder; repeat it: the first is the base, the others are compared with it")
+    g.add_argument("--sets", nargs="+", required=True, metavar="DIR",
+                   help="set folders (one per test-set seed) with qa.jsonl, summarization.jsonl, rewriting.jsonl")
+    g.add_argument("--out", metavar="DIR", help="folder for the results (default: the last --model, when it is a brlm run)")
+    defaults = ExtrinsicConfig()
+    for f in dataclasses.fields(ExtrinsicConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = type(getattr(defaults, f.name))
+        g.add_argument(flag, dest=f.name, type=kind, default=getattr(defaults, f.name),
+                       help=f"{f.metadata['help']} (default: {getattr(defaults, f.name)!r})")
     r = sub.add_parser("rescore", help="recompute metrics from a details JSONL (brlm's or the seeds')")
     r.add_argument("details", metavar="DETAILS.jsonl", help="per-item outputs")
     r.add_argument("--compat", choices=["seeds"], help="score exactly as the seeds did (their normaliser defect included)")
@@ -96,9 +120,26 @@ def _rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from brlm.infer.load import is_run_folder
+    from brlm.stages.extrinsic import RESULTS, TABLE, run_extrinsic
+
+    cfg = ExtrinsicConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ExtrinsicConfig)})
+    if args.out:
+        out = Path(args.out)
+    elif is_run_folder(args.model[-1]):
+        out = Path(args.model[-1])
+    else:
+        raise BrlmError(f"--out: needed when the last --model ({args.model[-1]}) is not a brlm run folder")
+    run_extrinsic(args.model, args.sets, out, cfg)
+    print((out / TABLE).read_text(encoding="utf-8"))
+    print(f"written: {out / RESULTS}, {out / TABLE}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    return _build(args) if args.action == "build" else _rescore(args)
+    return {"build": _build, "run": _run, "rescore": _rescore}[args.action](args)
 
 
 if __name__ == "__main__":
