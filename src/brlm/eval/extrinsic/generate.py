@@ -113,18 +113,22 @@ def hf_generate_padded(lm: Any, batch: Sequence[Sequence[int]], max_new_tokens: 
     return out.cpu(), input_ids, mask
 
 
-def _hf_batch(lm: Any, batch: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+def _hf_batch(lm: Any, batch: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], str]]:
     out, input_ids, _ = hf_generate_padded(lm, batch, max_new_tokens)
     # Every row's prompt ends at column W (left padding): the answer is what follows it.
-    return out[:, input_ids.shape[1]:].tolist()
+    return [_cut_at_eos(row, _eos(lm)) for row in out[:, input_ids.shape[1]:].tolist()]
 
 
-def _brlm_batch(lm: Any, batch: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+def _brlm_batch(lm: Any, batch: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], str]]:
     # brlm's attention takes no padding mask yet: decode one prompt at a time (greedy, KV cache).
     # Switch to the batched static-cache engine here when brlm.infer.engine offers one.
     greedy = make_sampler(temperature=0.0)
     device = next(lm.model.parameters()).device
-    return [generate(lm.model, ids, max_new_tokens, greedy, eos_id=_eos(lm), device=device)[0] for ids in batch]
+    out = []
+    for ids in batch:
+        new, info = generate(lm.model, ids, max_new_tokens, greedy, eos_id=_eos(lm), device=device)
+        out.append((new, info["stopped"]))
+    return out
 
 
 def generate_answers(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8) -> Iterator[tuple[int, Generation]]:
@@ -135,10 +139,8 @@ def generate_answers(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch
     encoded = [encode_prompt(lm, p, budget) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i][0]))  # stable: ties keep their order
     decode_batch = _hf_batch if lm.meta.get("kind") == "hf" else _brlm_batch
-    eos = _eos(lm)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         outs = decode_batch(lm, [encoded[i][0] for i in chunk], new)
-        for i, ids in zip(chunk, outs):
-            ids, stopped = _cut_at_eos(list(ids), eos)
+        for i, (ids, stopped) in zip(chunk, outs):
             yield i, Generation(lm.tokenizer.decode(ids) if ids else "", len(ids), len(encoded[i][0]), encoded[i][1], stopped)
