@@ -129,3 +129,25 @@ def comparison_table(rows: list[dict[str, Any]]) -> tuple[str, str, list[str]]:
         w.writerow([r["run"], *("" if r[k] is None else r[k] for _, k, _ in COLUMNS),
                     "" if r["guardrails_passed"] is None else r["guardrails_passed"], r["tokenizer_sha256"] or ""])
     return md + "\n", buf.getvalue(), warnings
+
+
+def extrinsic_table(runs: list[str | Path]) -> str | None:
+    """Markdown: each run's extrinsic.json (`brlm eval extrinsic run`), headline metric per task and
+    model (mean ± std over seeds, 95 % CI); None when no run has one."""
+    from brlm.eval.extrinsic.summary import METRIC_LABELS, TASK_LABELS, TASK_METRICS, md_table
+
+    body = []
+    for run in runs:
+        ext = _load(Path(run) / "extrinsic.json")
+        if not isinstance(ext, dict):
+            continue
+        for model, by_task in (ext.get("results") or {}).items():
+            cells = []
+            for task in TASK_METRICS:
+                x = (by_task.get(task) or {}).get(TASK_METRICS[task][0])
+                cells.append("—" if not x else f"{x['mean']:.4f} ± {x['std']:.4f} [{x['lo']:.4f}, {x['hi']:.4f}]")
+            body.append([Path(run).name, model, *cells])
+    if not body:
+        return None
+    header = ["run", "modelo", *(f"{TASK_LABELS[t]} {METRIC_LABELS[m[0]]}" for t, m in TASK_METRICS.items())]
+    return md_table(header, body) + "\n"

@@ -241,6 +241,34 @@ def _guardrails(r: Report, g: dict[str, Any]) -> None:
     )
 
 
+def _extrinsic(r: Report, ext: dict[str, Any]) -> None:
+    """The section `brlm eval extrinsic run` left in extrinsic.json (tables built by its summary module)."""
+    from brlm.eval.extrinsic.summary import agreement_table, comparison_table, judge_table, results_table
+
+    r.h2("Avaliação extrínseca")
+    if ext.get("notes"):
+        r.bullets([str(n) for n in ext["notes"]])
+    r.table(*results_table(ext))
+    header, rows = comparison_table(ext)
+    if rows:
+        r.h3("Base × adaptado (mesmos itens)")
+        r.table(header, rows)
+    judge = ext.get("judge") or {}
+    header, rows = judge_table(judge)
+    if rows:
+        r.h3("Juiz (LLM)")
+        r.table(header, rows)
+        header, rows = agreement_table(judge)
+        if rows:
+            r.table(header, rows)
+    counts = ext.get("counts") or {}
+    empty = {m: c["empty_outputs"] for m, c in counts.items() if c.get("empty_outputs")}
+    cut = {m: c["truncated_prompts"] for m, c in counts.items() if c.get("truncated_prompts")}
+    if empty or cut:
+        r.p("; ".join([f"respostas vazias: {_fmt(v)} ({m})" for m, v in empty.items()]
+                      + [f"prompts cortados à esquerda: {_fmt(v)} ({m})" for m, v in cut.items()]) + ".")
+
+
 def _cost(r: Report, cost: dict[str, Any] | None) -> None:
     r.h2("Custo")
     cost = cost or {}
@@ -313,6 +341,9 @@ def build_report(paths: RunPaths) -> tuple[Report, Path | None]:
         _intrinsic(r, ev)
     if guard:
         _guardrails(r, guard)
+    extrinsic = _load(paths.root / "extrinsic.json")
+    if extrinsic:
+        _extrinsic(r, extrinsic)
     _cost(r, cost)
     if samples:
         r.h2("Amostras")

@@ -14,7 +14,7 @@ from pathlib import Path
 from brlm.io.files import write_text
 from brlm.io.logging import read_metrics
 from brlm.io.run_folder import RunPaths
-from brlm.runs.compare import comparison_table, summarize_run
+from brlm.runs.compare import comparison_table, extrinsic_table, summarize_run
 from brlm.runs.plots import overlay_loss_curves, overlay_throughput
 from brlm.verbs.common import existing_run, parser
 
@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = [existing_run(r) for r in args.runs]
     rows = [summarize_run(x.root) for x in paths]
     md, csv_text, warnings = comparison_table(rows)
+    extrinsic = extrinsic_table([x.root for x in paths])
+    if extrinsic:
+        md += "\n## Avaliação extrínseca (média ± dp entre sementes [IC 95 %])\n\n" + extrinsic
     out = Path(args.out)
     metrics = {r["run"]: read_metrics(RunPaths(Path(r["path"])).metrics) for r in rows}
     loss_png = overlay_loss_curves(metrics, out / "compare_loss.png")
