@@ -5,8 +5,14 @@
 * `stats`: mean ± std over seeds, bootstrap CIs, paired bootstrap and permutation tests.
 * `tasks`: the task classifier, building task sets from instruction JSONL, reading set files.
 * `rescore`: metrics recomputed from details JSONL (brlm's and the seeds'), leak repair.
+* `prompts`: the chat template (or a plain Portuguese instruction format) around an item.
+* `generate`: `generate_answers(lm, prompts, max_new_tokens, batch_size)`, greedy, left-padded batches.
+* `details`: the per-item details JSONL, appended as it goes and resumable.
+* `summary`: per seed / across seeds / base vs adapted figures and their tables.
+* `judge`: an LLM judge over an OpenAI-compatible endpoint (stdlib), cached, with agreement.
 
-The CLI is `brlm eval extrinsic build|rescore` (brlm/verbs/extrinsic.py).
+The CLI is `brlm eval extrinsic build|run|rescore` (brlm/verbs/extrinsic.py); `run` is the
+workflow in brlm/stages/extrinsic.py.
 """
 
 from brlm.eval.extrinsic.metrics import chrf, exact_match, rouge_l, score_item, token_f1
