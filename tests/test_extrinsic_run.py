@@ -191,3 +191,37 @@ def test_cli_run_into_a_run_folder(world, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (run / "extrinsic.json").is_file() and (run / "extrinsic_details.jsonl").is_file()
     assert "| QA | base | F1 |" in proc.stdout and "prompt format plain" in proc.stderr
+
+
+def test_killed_cli_run_resumes(world, tmp_path):
+    """SIGKILL the real CLI mid-run, rerun the same command: every item exactly once, the rows
+    written before the kill kept as they were."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sets = make_sets(tmp_path / "sets", seeds=("seedk",), n=6)
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "brlm", "eval", "extrinsic", "run", "--model", str(world["base"]), "--sets", str(sets[0]),
+           "--out", str(out), "--batch-size", "1", "--max-new-tokens-qa", "6", "--max-new-tokens-long", "10", "--n-resamples", "200"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    details = out / stage.DETAILS
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if details.is_file() and details.read_text(encoding="utf-8").count("\n") >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    text = details.read_text(encoding="utf-8") if details.is_file() else ""
+    before = [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]  # whole lines only
+    if proc.returncode != -signal.SIGKILL or len(before) >= 18:
+        pytest.skip("the run finished before it could be killed")
+    done = run_cli(*cmd[3:])
+    assert done.returncode == 0, done.stderr
+    rows = _rows(out)
+    keys = [(r["task"], r["index"]) for r in rows]
+    assert len(rows) == len(set(keys)) == 18
+    assert rows[:len(before)] == before
