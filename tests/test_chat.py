@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from brlm.errors import BrlmError
-from brlm.infer.chat import ChatSession, ChatSettings, TextStream, chat_prompt_ids, detect_mode, render_chat_text
+from brlm.infer.chat import (
+    ChatSession,
+    ChatSettings,
+    TextStream,
+    chat_prompt_ids,
+    detect_mode,
+    render_chat_text,
+)
 from brlm.infer.load import load_model
 from tests.serving_helpers import LLAMA, ROLE_SYMBOLS, make_run, train_tokenizer_dir
 
