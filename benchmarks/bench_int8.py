@@ -94,8 +94,10 @@ def main() -> None:
 
     print("\n| model | weights | decode tokens/s | linear weights (MiB) | bits/byte | loss | eval tokens/s |")
     print("|---|---|---|---|---|---|---|")
+    def fmt(v, spec):
+        return format(v, spec) if v is not None else "—"
+
     for label, name, rate, mib, bpb, loss, ev_rate in rows:
-        fmt = (lambda v, spec: format(v, spec) if v is not None else "—")
         print(f"| {label} | {name} | {rate:,.0f} | {mib:.2f} | {fmt(bpb, '.4f')} | {fmt(loss, '.4f')} | {fmt(ev_rate, ',.0f')} |")
     f, q = evals["fp32"], evals["int8"]
     print(f"\nint8 vs fp32: decode x{rates['int8'] / rates['fp32']:.2f}, bits/byte {q['bits_per_byte'] - f['bits_per_byte']:+.4f} "

@@ -16,13 +16,14 @@ ROLE_SYMBOLS = "<|sistema|>,<|usuario|>,<|assistente|>"
 LLAMA = ModelConfig(arch="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=32, block_size=64, dropout=0.0)
 
 
-def train_tokenizer_dir(out: Path, model_type: str = "unigram", symbols: str = "") -> Path:
+def train_tokenizer_dir(out: Path, model_type: str = "unigram", symbols: str = "", kind: str = "spm") -> Path:
     from brlm.tokenizers.base import train_tokenizer
 
     texts = [" ".join(SENTENCES[i:] + SENTENCES[:i]) for i in range(len(SENTENCES))] * 3
     texts += ["Sim. Não. Talvez. Qual é a capital? Brasília.\nResposta: sim\nResposta: não"] * 3
-    train_tokenizer(texts, TokenizerConfig(vocab_size=360, model_type=model_type, user_defined_symbols=symbols),
-                    out, data_key="fixture")
+    cfg = TokenizerConfig(kind=kind, vocab_size=360 if kind == "spm" else 300, model_type=model_type,
+                          user_defined_symbols=symbols)
+    train_tokenizer(texts, cfg, out, data_key="fixture")
     return out
 
 
