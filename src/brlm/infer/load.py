@@ -10,6 +10,12 @@
 `model` answers like brlm's own models whatever it came from, so sampling, guardrails and the
 intrinsic evaluation never ask where a model came from. A run is recognised by its
 `checkpoints/` and `tokenizer/` folders, a Hugging Face folder by its `config.json`.
+
+Two options every verb gets through here:
+* `adapter=DIR`: a PEFT (LoRA) adapter folder, merged into the base's weights after loading (the
+  base is a Hugging Face folder, or a run converted in memory to its `brlm export hf` model);
+* `quantize="int8"`: dynamic int8 linears for CPU inference (brlm.infer.quantize), applied last so
+  it sees the merged weights; `meta["quantize"]` records it.
 """
 
 from __future__ import annotations
@@ -68,13 +74,42 @@ def load_hf_folder(folder: str | Path, device: str | torch.device = "cpu") -> Lo
                                     "tokenizer_sha256": f"hf:{sha}"})
 
 
-def load_model(source: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
-    """A brlm run folder or a local Hugging Face folder, whichever `source` is."""
+def attach_adapter(lm: LoadedModel, adapter: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """`lm` with a PEFT adapter merged in. A run's model goes through its Hugging Face form (the
+    names PEFT adapters are trained on, brlm.models.export_hf.to_hf); its tokenizer is unchanged."""
+    from brlm.models.hf import HFCausalLM, merge_peft_adapter
+
+    model = lm.model
+    if lm.kind == "run":
+        from brlm.models.export_hf import to_hf
+
+        tok = lm.tokenizer
+        pad = getattr(tok, "pad_id", None)
+        ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id,
+               "pad_token_id": pad if pad is not None and pad >= 0 else None}
+        model = HFCausalLM(to_hf(model, ids))
+    model.model = merge_peft_adapter(model.model, adapter)
+    return LoadedModel(model.to(device).eval(), lm.tokenizer, {**lm.meta, "adapter": str(Path(adapter).resolve())})
+
+
+def load_model(source: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu",
+               adapter: str | Path | None = None, quantize: str | None = None) -> LoadedModel:
+    """A brlm run folder or a local Hugging Face folder, whichever `source` is; optionally with a
+    PEFT adapter merged in and / or quantised (see the module docstring)."""
     p = Path(source)
     if not p.exists():
         raise BrlmError(f"{p}: model not found (expected a brlm run folder or a Hugging Face model folder)")
     if is_run_folder(p):
-        return load_run(p, checkpoint, device)
-    if is_hf_folder(p):
-        return load_hf_folder(p, device)
-    raise BrlmError(f"{p}: neither a brlm run folder (checkpoints/, config.yaml) nor a Hugging Face model folder (config.json)")
+        lm = load_run(p, checkpoint, device)
+    elif is_hf_folder(p):
+        lm = load_hf_folder(p, device)
+    else:
+        raise BrlmError(f"{p}: neither a brlm run folder (checkpoints/, config.yaml) nor a Hugging Face model folder (config.json)")
+    if adapter:
+        lm = attach_adapter(lm, adapter, device)
+    if quantize:
+        from brlm.infer.quantize import quantize_model
+
+        quantize_model(lm.model, quantize)
+        lm.meta["quantize"] = quantize
+    return lm

@@ -23,7 +23,7 @@ from brlm.errors import BrlmError
 from brlm.eval.guardrails import aggregate, jsonl_texts, sample_guardrails, training_vocabulary
 from brlm.eval.intrinsic import doc_groups, evaluate_windows, read_doc_categories, select_windows, token_chars
 from brlm.eval.samples import generate_samples
-from brlm.infer.load import LoadedModel, load_hf_folder, load_run
+from brlm.infer.load import LoadedModel, load_hf_folder, load_model, load_run
 from brlm.io.files import read_json, read_manifest, write_json
 from brlm.io.logging import info
 from brlm.io.machine import resolve_device
@@ -51,9 +51,10 @@ def _validation_tokens(cfg: RunConfig, paths: RunPaths, lm: LoadedModel) -> tupl
 
 
 def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: str | Path | None = None,
-               out: Path | None = None) -> dict[str, Any]:
+               out: Path | None = None, quantize: str | None = None) -> dict[str, Any]:
     """Intrinsic metrics on a fixed, hashed set of validation windows: the run's checkpoint, or
-    with `hf` a Hugging Face folder scored on the run's validation documents (-> eval_hf.json)."""
+    with `hf` a Hugging Face folder scored on the run's validation documents (-> eval_hf.json).
+    quantize="int8" scores the int8 model on the same windows (-> eval_int8.json / eval_hf_int8.json)."""
     device = resolve_device(cfg.train.device)
     if hf is not None:
         val_jsonl = paths.data / "val.jsonl"
@@ -64,6 +65,11 @@ def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: st
         if read_manifest(paths.shards) is None:
             raise BrlmError(f"{paths.shards}: no shards here yet; run `brlm train` for this run first")
         lm = load_run(paths.root, checkpoint, device)
+    if quantize:
+        from brlm.infer.quantize import quantize_model
+
+        quantize_model(lm.model, quantize)
+        lm.meta["quantize"] = quantize
     tokens, data_hash, block = _validation_tokens(cfg, paths, lm)
     stride = cfg.eval.stride or block
     val = Windows(tokens, block, stride, name="validation")
@@ -82,8 +88,12 @@ def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: st
         stride=stride,
         windows_sha256=windows_sha,
         tokenizer_sha256=lm.meta.get("tokenizer_sha256"),
+        **({"quantize": quantize} if quantize else {}),
     )
-    write_json(out or (paths.root / "eval_hf.json" if hf is not None else paths.eval), result)
+    default = paths.root / "eval_hf.json" if hf is not None else paths.eval
+    if quantize:
+        default = default.with_name(f"{default.stem}_{quantize}.json")
+    write_json(out or default, result)
     info(
         f"eval{' (hf)' if hf is not None else ''}: loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | "
         f"acc {result['accuracy']:.4f} | bits/byte {result['bits_per_byte']:.4f} | bits/char {result['bits_per_char']:.4f} "
@@ -112,11 +122,12 @@ def read_prompts(source: str) -> list[str]:
 
 
 def stage_sample(cfg: RunConfig, paths: RunPaths, prompts: list[str] | None = None, checkpoint: str = "best",
-                 out: Path | None = None) -> dict[str, Any]:
-    """Continuations of the prompts (default: the standard ones) -> samples.json; returns {"samples": rows}."""
+                 out: Path | None = None, quantize: str | None = None) -> dict[str, Any]:
+    """Continuations of the prompts (default: the standard ones) -> samples.json; returns {"samples": rows}.
+    quantize="int8": dynamic int8 linears (brlm.infer.quantize)."""
     sc = cfg.sample
     device = resolve_device(cfg.train.device)
-    lm = load_run(paths.root, checkpoint, device)
+    lm = load_model(paths.root, checkpoint, device, quantize=quantize)
     model, tok, meta = lm.model, lm.tokenizer, lm.meta
     rows = generate_samples(model, tok, prompts if prompts is not None else read_prompts(sc.prompts), sc, device=device)
     results = []

@@ -66,3 +66,28 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
         }
         write_json(tmp / MANIFEST, manifest)
     return manifest
+
+
+def export_gguf_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "best",
+                    dtype: str = "f16") -> dict[str, Any]:
+    """A run's llama checkpoint and SentencePiece tokenizer as one GGUF file (default
+    <run>/model-<dtype>.gguf) for llama.cpp / Ollama; brlm.models.export_gguf has the mapping."""
+    from brlm.models.export_gguf import gguf_arch, require_gguf, write_gguf
+    from brlm.tokenizers.gguf import gguf_vocab
+
+    paths = RunPaths(Path(run_dir))
+    if not paths.root.is_dir():
+        raise BrlmError(f"{paths.root}: run folder not found")
+    step = find_checkpoint(paths.checkpoints, checkpoint)
+    if step not in (have := checkpoint_steps(paths.checkpoints)):
+        raise BrlmError(f"--checkpoint {checkpoint}: no checkpoint at step {step} in {paths.checkpoints}; have {have}")
+    verify_checkpoint(paths.checkpoints, step)
+    lm = load_run(paths.root, str(step))
+    gguf_arch(lm.model)  # refuses gpt / moe / rnn before anything else
+    require_gguf()
+    vocab = gguf_vocab(paths.tokenizer, lm.model.vocab_size)
+    out = Path(out) if out else paths.root / f"model-{dtype}.gguf"
+    summary = write_gguf(lm.model, vocab, out, dtype, name=paths.root.name,
+                         extra={"brlm.source_run": str(paths.root.resolve()), "brlm.step": str(step),
+                                "brlm.version": brlm.__version__})
+    return {**summary, "out": str(out), "step": step, "bytes": out.stat().st_size}

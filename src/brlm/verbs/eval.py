@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--checkpoint", default="best", help="'best', 'last' or a step number (default: best)")
     ev.add_argument("--hf", metavar="DIR", help="score a Hugging Face model folder (offline) on the run's validation data instead")
     ev.add_argument("--out", help="output JSON (default: <run>/eval.json; with --hf, <run>/eval_hf.json)")
+    ev.add_argument("--quantize", choices=("int8",), help="score the dynamic-int8 model (CPU) -> <run>/eval_int8.json")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval settings")
     sub.add_parser("extrinsic", help="QA / summarization / rewriting: `brlm eval extrinsic --help` (build, run, rescore)", add_help=False)
     gr = sub.add_parser("guardrails", help="readability guardrails on generated samples (pass/fail)")
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["aggregate"], indent=2))
         return 0
     cfg = resolve_config(args, paths.root)
-    result = stage_eval(cfg, paths, checkpoint=args.checkpoint, hf=args.hf, out=Path(args.out) if args.out else None)
+    result = stage_eval(cfg, paths, checkpoint=args.checkpoint, hf=args.hf, out=Path(args.out) if args.out else None,
+                        quantize=args.quantize)
     print(json.dumps(result, indent=2))
     return 0

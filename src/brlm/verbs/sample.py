@@ -2,6 +2,13 @@
 `--prompt`, or a file of prompts (one per line). Temperature 0 is greedy decoding.
 
     brlm sample runs/demo --prompt "O Banco Central decidiu" --temperature 0.7 --top-p 0.9
+    brlm sample runs/demo --quantize int8                 # dynamic int8 linears (CPU)
+
+Prompting (brlm.infer.prompting; writes <run>/prompting.json): each --prompt is a query put in a
+few-shot template built from a JSONL of examples, optionally restricted to options, and sampled
+N times (seeds sample.seed, +1, …) with the answers voted on:
+
+    brlm sample runs/demo --prompt "O céu é azul?" --few-shot ex.jsonl --self-consistency 5 --options "sim,não"
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-cache", action="store_true", help="decode without the KV cache (slower; for checking)")
     p.add_argument("--out", help="write the samples JSON here (default: <run>/samples.json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE")
+    p.add_argument("--quantize", choices=("int8",), help="dynamic int8 linear layers for CPU inference")
+    g = p.add_argument_group("prompting (writes <run>/prompting.json)")
+    g.add_argument("--few-shot", metavar="JSONL", help="examples, one per line: input/output or instruction/input/output")
+    g.add_argument("--self-consistency", metavar="N", type=int, help="sample N answers per query and take the majority")
+    g.add_argument("--options", help="comma-separated answers the model may give, e.g. 'sim,não' (restrictive template)")
+    g.add_argument("--instruction", default="", help="instruction line for the queries (few-shot template)")
     args = p.parse_args(argv)
     paths = existing_run(args.run)
     extra = [
@@ -43,9 +56,35 @@ def main(argv: list[str] | None = None) -> int:
         extra.append("sample.use_cache=false")
     cfg = resolve_config(args, paths.root, extra)
     prompts = list(args.prompt or []) or (read_prompts(args.prompts) if args.prompts else None)
-    rows = stage_sample(cfg, paths, prompts=prompts, checkpoint=args.checkpoint, out=Path(args.out) if args.out else None)["samples"]
+    if args.few_shot or args.self_consistency or args.options:
+        return _prompting(args, cfg, paths, prompts)
+    rows = stage_sample(cfg, paths, prompts=prompts, checkpoint=args.checkpoint, out=Path(args.out) if args.out else None,
+                        quantize=args.quantize)["samples"]
     for row in rows:
         if row.get("warning"):
             sys.stdout.write(f"warning: {row['warning']}\n")
         sys.stdout.write(f"--- seed {row['seed']}\n{row['prompt']}{row['completion']}\n")
+    return 0
+
+
+def _prompting(args, cfg, paths, prompts: list[str] | None) -> int:
+    from brlm.errors import BrlmError
+    from brlm.infer.prompting import parse_options
+    from brlm.stages.prompting import stage_prompting
+
+    if not prompts:
+        raise BrlmError("--few-shot / --self-consistency / --options need the queries: --prompt TEXT or --prompts FILE")
+    n = args.self_consistency or 1
+    if n < 1:
+        raise BrlmError(f"--self-consistency {n}: expected an integer >= 1")
+    options = parse_options(args.options) if args.options else None
+    result = stage_prompting(cfg, paths, prompts, few_shot=args.few_shot, n=n, options=options,
+                             instruction=args.instruction, checkpoint=args.checkpoint, quantize=args.quantize,
+                             out=Path(args.out) if args.out else None)
+    for row in result["results"]:
+        sys.stdout.write(f"--- {row['query']}\n")
+        for s in row["samples"]:
+            sys.stdout.write(f"  seed {s['seed']}: {s['completion'].strip()!r} -> {s['answer']}\n")
+        sys.stdout.write(f"resposta: {row['answer']} (concordância {row['agreement']:.2f}: "
+                         f"{', '.join(f'{k}={v}' for k, v in row['votes'].items()) or 'nenhuma resposta'})\n")
     return 0
