@@ -14,7 +14,8 @@ from brlm.io.logging import JSONLLogger, read_metrics
 from brlm.models.registry import build_model
 from brlm.train.loop import train
 from brlm.train.optim import Plateau, lr_at
-from brlm.verbs.run import comparison_table, preset_variants, variant_config
+from brlm.runs.compare import RUN_COLUMNS, comparison_table
+from brlm.verbs.run import preset_variants, variant_config
 
 from .conftest import run_cli
 
@@ -127,10 +128,12 @@ def test_paper_scales_follow_the_seeds():
 
 
 def test_comparison_table_format():
-    rows = [{"run": "a", "arch": "gpt", "params_m": 1.5, "val_loss": 3.0, "perplexity": 20.08, "bits_per_byte": 1.2,
-             "tokens_per_s": 1234.0, "peak_memory_mb": 512.0, "wall_time_s": 10.0}]
-    table = comparison_table(rows)
-    assert "| a | gpt | 1.50 | 3.0000 | 20.08 | 1.2000 | 1,234 | 512 | 10.0 |" in table
+    """One table for `brlm compare` and multi-run presets (runs/compare.py); missing or NaN figures are '—'."""
+    rows = [{"run": "a", "arch": "gpt", "tokenizer": "bpe 400", "params_m": 1.5, "bytes_seen": 1000, "loss": 3.0,
+             "perplexity": 20.08, "bits_per_byte": 1.2, "bits_per_char": float("nan"), "tokens_per_s": 1234.0,
+             "peak_memory_mb": 512.0, "wall_time_s": 10.0, "guardrails_passed": False, "tokenizer_sha256": "ab" * 32}]
+    md, _csv, _warn = comparison_table(rows, RUN_COLUMNS)
+    assert "| a | gpt | bpe 400 | 1.50 | 1,000 | 1.2000 | — | 3.0000 | 20.08 | — | — | 1,234 | 512 | 10.0 | — | FAIL |" in md
 
 
 def test_cli_multi_run_preset_prints_comparison(tmp_path):

@@ -48,8 +48,11 @@ CLEAN_PRESETS: dict[str, dict[str, Any]] = {
     # What we recommend for Transformers: keep case, digits and punctuation; only normalise
     # Unicode, drop invisible characters and collapse whitespace (brlm's behaviour before presets).
     "natural": {},
-    # Article 1 (char-level v1-v3): everything lower-case, Unicode normalised, upper-case headers removed.
-    "seed-v1": {"lowercase": True, "drop_upper_lines": True},
+    # Article 1 (char-level v1-v3), as the seeds' training logs record it (train_brwac_v{1,2,3}_20k.json,
+    # "cleaning"): lower-case, lines under 40 characters or under 40 % letters out, numbers normalised
+    # (brlm: folded to 0; the logs name the rule, not its form), upper-case headers removed.
+    "seed-v1": {"lowercase": True, "min_line_chars": 40, "min_alpha_ratio": 0.4, "digits_to_zero": True,
+                "drop_upper_lines": True},
     # The v6 pipeline: line-quality filters, URLs/e-mails out, a punctuation whitelist, numbers
     # folded to 0, lower-case, an end-of-document marker.
     "seed-v6": {
@@ -219,6 +222,8 @@ class TrainConfig:
     max_steps: int = setting(500, "optimizer steps (ignored when train.epochs > 0)")
     epochs: float = setting(0.0, "training budget in passes over the training windows; > 0 sets max_steps = "
                                  "ceil(epochs x windows / (batch_size x grad_accum x processes)) (0 = use max_steps)")
+    budget_bytes: int = setting(0, "training budget in bytes of text seen (steps x windows x block x the train shard's bytes per "
+                                  "token); > 0 sets max_steps, the same budget for char and subword tokenizers (0 = off)")
     label_smoothing: float = setting(0.0, "label smoothing of the training cross-entropy (validation and eval stay unsmoothed)")
     stride: int = setting(64, "step between consecutive training windows, in tokens (1 = every position)")
     lr: float = setting(1e-3, "peak learning rate (AdamW)")
@@ -250,6 +255,9 @@ class TrainConfig:
             value = getattr(self, key)
             check(isinstance(value, int) and value >= 1, f"train.{key}", value, "an integer >= 1")
         check(self.epochs >= 0, "train.epochs", self.epochs, "a number >= 0 (0 = use train.max_steps)")
+        check(self.budget_bytes >= 0, "train.budget_bytes", self.budget_bytes, "an integer >= 0 (0 = off)")
+        check(not (self.epochs > 0 and self.budget_bytes > 0), "train.epochs", self.epochs,
+              f"0 when train.budget_bytes={self.budget_bytes} is set (one budget at a time)")
         check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "a number in [0, 1)")
         check(self.lr > 0, "train.lr", self.lr, "a number > 0")
         check(0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr, f"a number in [0, train.lr={self.lr}]")
