@@ -12,9 +12,9 @@ import yaml
 from brlm.config import ModelConfig, RunConfig, TrainConfig, list_presets, load_config
 from brlm.io.logging import JSONLLogger, read_metrics
 from brlm.models.registry import build_model
+from brlm.runs.compare import RUN_COLUMNS, comparison_table
 from brlm.train.loop import train
 from brlm.train.optim import Plateau, lr_at
-from brlm.runs.compare import RUN_COLUMNS, comparison_table
 from brlm.verbs.run import preset_variants, variant_config
 
 from .conftest import run_cli
@@ -157,7 +157,7 @@ def test_bad_variant_is_a_one_line_error(tmp_path):
 def test_mfu_by_default_uses_the_measured_cpu_peak(tmp_path, monkeypatch):
     from brlm.compute.flops import flops_per_token
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a fresh per-machine peak cache
+    monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path / "cache" / "brlm"))  # a fresh per-machine peak cache
     s, m = _run(tmp_path, max_steps=2)
     row = next(r for r in m if "train_loss" in r)
     assert s["peak_flops_per_s"] > 1e8 and 0 < row["mfu"] < 1
@@ -172,7 +172,7 @@ def test_a_stale_low_cpu_peak_is_measured_again(tmp_path, monkeypatch):
 
     from brlm.compute.peak import cpu_peak_flops
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path / "brlm"))  # the one cache variable (a user's own is ignored here)
     first = cpu_peak_flops("fp32", 1)
     path = tmp_path / "brlm" / "cpu_peak.json"
     cache = json.loads(path.read_text())

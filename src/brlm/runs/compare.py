@@ -21,7 +21,7 @@ from typing import Any
 from brlm.errors import BrlmError
 from brlm.io.files import read_json
 from brlm.io.logging import format_seconds
-from brlm.io.run_folder import RunPaths
+from brlm.io.run_folder import RunPaths, live_status
 
 
 def _load(path: Path) -> Any:
@@ -47,7 +47,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     return {
         "run": paths.root.name,
         "path": str(paths.root),
-        "status": record.get("status"),
+        "status": live_status(record),  # `running` with its process gone reads `interrupted`
         "preset": record.get("preset"),
         "scale": record.get("scale"),
         "arch": summary.get("arch"),
