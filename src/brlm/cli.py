@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `brlm … | head`: the reader left. Point stdout at /dev/null so the exit flush is quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
         print(f"brlm {verb}: error: output closed early (broken pipe)", file=sys.stderr)
         return 2
     except OSError as e:
