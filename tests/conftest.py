@@ -42,7 +42,8 @@ def spm_tokenizer(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tok")
     texts = [" ".join(SENTENCES[i:] + SENTENCES[:i]) for i in range(len(SENTENCES))] * 3
-    train_spm(texts, TokenizerConfig(vocab_size=300), out, data_key="fixture")
+    # unigram: at 300 pieces a BPE spends its vocabulary on bytes and characters (no merges to measure)
+    train_spm(texts, TokenizerConfig(model_type="unigram", vocab_size=300), out, data_key="fixture")
     return SentencePieceTokenizer(out / "spm.model")
 
 

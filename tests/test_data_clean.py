@@ -91,7 +91,8 @@ def test_presets_and_set_overrides():
     assert cfg.clean.preset == "seed-v6" and cfg.clean.min_line_chars == 40 and cfg.clean.min_alpha_ratio == 0.4
     assert cfg.clean.digits_to_zero and not cfg.clean.lowercase
     v1 = load_config(overrides=clean_preset_overrides("seed-v1")).clean
-    assert v1.lowercase and v1.drop_upper_lines and not v1.digits_to_zero
+    # the seeds' logs (train_brwac_v1_20k.json "cleaning"): lower-case, lines >= 40 chars and >= 40 % letters, numbers normalised
+    assert v1.lowercase and v1.drop_upper_lines and v1.digits_to_zero and (v1.min_line_chars, v1.min_alpha_ratio) == (40, 0.4)
     assert load_config(preset="demo").clean == CleanConfig()  # the demo keeps natural cleaning
     with pytest.raises(ConfigError, match="--clean 'v9': unknown cleaning preset"):
         clean_preset_overrides("v9")

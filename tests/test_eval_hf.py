@@ -40,9 +40,10 @@ def test_hf_token_bytes_add_up(hf_dir):
 
 def test_eval_intrinsic_hf_dir(tiny_run, hf_dir, tmp_path):
     out = tmp_path / "hf.json"
-    proc = run_cli("eval", "intrinsic", str(tiny_run), "--hf", str(hf_dir), "--out", str(out), check=True)
+    proc = run_cli("eval", "intrinsic", str(tiny_run), "--hf", str(hf_dir), "--out", str(out), "--json", check=True)
     r = json.loads(out.read_text())
-    assert r == json.loads(proc.stdout)
+    printed = json.loads(proc.stdout)  # --json: one object for scripts
+    assert printed["file"] == str(out) and all(printed[k] == r[k] for k in ("bits_per_byte", "bits_per_char", "loss", "tokens", "bytes"))
     assert r["checkpoint"].startswith("hf:") and r["tokenizer_sha256"].startswith("hf:")
     # an untrained model: about log2(vocab) bits per token
     assert 0 < r["bits_per_byte"] < 20 and r["bits_per_char"] > 0 and r["categories"]

@@ -116,7 +116,7 @@ def tokenizers_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("toks")
     cfgs = {
-        "unigram": TokenizerConfig(vocab_size=360, user_defined_symbols=MARKERS),
+        "unigram": TokenizerConfig(model_type="unigram", vocab_size=360, user_defined_symbols=MARKERS),
         "bpe": TokenizerConfig(model_type="bpe", vocab_size=360, user_defined_symbols=MARKERS),
         "char": TokenizerConfig(kind="char", vocab_size=300, min_frequency=2, user_defined_symbols=MARKERS),
     }

@@ -101,3 +101,36 @@ def test_second_order_gradients_fail_loudly():
     (gh,) = torch.autograd.grad(linear_cross_entropy(h, w, t), h, create_graph=True)
     with pytest.raises(RuntimeError):
         gh.sum().backward()  # the gradients were computed in forward: not differentiable again
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 100])
+@pytest.mark.parametrize("bias", [False, True])
+def test_label_smoothing_matches_f_cross_entropy(chunk_rows, bias):
+    h, w, b, t = _inputs(bias=bias)
+    t[::5] = -100
+    ref = F.cross_entropy(F.linear(h, w, b), t, label_smoothing=0.05)
+    got = linear_cross_entropy(h, w, t, bias=b, chunk_rows=chunk_rows, label_smoothing=0.05)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-12)
+    for g_ref, g_got in zip(_grads(ref, h, w, b), _grads(got, h, w, b)):
+        assert torch.allclose(g_ref, g_got, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # the loss-only path smooths the same way
+        assert linear_cross_entropy(h, w, t, bias=b, chunk_rows=chunk_rows, label_smoothing=0.05).item() == pytest.approx(ref.item())
+
+
+def test_models_smooth_only_in_training():
+    from brlm.config import ModelConfig
+    from brlm.models.registry import build_model
+
+    torch.manual_seed(0)
+    for cfg in (ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, dropout=0.0),
+                ModelConfig(arch="rnn", n_layer=1, n_embd=16, rnn_hidden=16, block_size=8, dropout=0.0)):
+        model = build_model(cfg, 40)
+        x, y = torch.randint(0, 40, (2, 8)), torch.randint(0, 40, (2, 8))
+        logits, _ = model(x)
+        model.label_smoothing = 0.1
+        model.train()
+        _, loss = model(x, y)
+        assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, 40), y.reshape(-1), label_smoothing=0.1).item(), rel=1e-5)
+        model.eval()
+        _, loss = model(x, y)
+        assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, 40), y.reshape(-1)).item(), rel=1e-5)

@@ -52,9 +52,10 @@ def test_each_stage_alone(tmp_path):
     run_cli("tokenizer", "train", "--run", str(run), check=True)  # reads the run's config.yaml
     assert (run / "tokenizer" / "spm.model").is_file()
     run_cli("train", "--run", str(run), "--set", "train.max_steps=6", check=True)
-    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert json.loads((run / "run.json").read_text())["status"] == "trained"  # one stage; eval and report still to come
     out = run_cli("eval", "intrinsic", str(run), "--checkpoint", "last", check=True)
-    assert json.loads(out.stdout)["step"] == 6
+    assert "| total |" in out.stdout and "bits/byte" in out.stdout  # a table for people
+    assert json.loads((run / "eval.json").read_text())["step"] == 6
     out = run_cli("sample", str(run), "--prompt", "A prefeitura anunciou", "--temperature", "0", "--max-new-tokens", "5", check=True)
     assert "A prefeitura anunciou" in out.stdout
     samples = json.loads((run / "samples.json").read_text())

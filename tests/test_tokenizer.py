@@ -47,3 +47,15 @@ def test_training_is_deterministic(tmp_path):
     a = train_spm(SENTENCES * 3, cfg, tmp_path / "a", data_key="k")
     b = train_spm(SENTENCES * 3, cfg, tmp_path / "b", data_key="k")
     assert a["sha256"] == b["sha256"]
+
+
+def test_defaults_are_the_readme_recommendation(tmp_path):
+    """`brlm tokenizer train` with no settings: BPE, digits kept together, every character covered."""
+    cfg = TokenizerConfig()
+    assert (cfg.model_type, cfg.split_digits, cfg.character_coverage) == ("bpe", False, 1.0)
+    texts = [s + " Em 2024 a York Kiwi Wagner." for s in SENTENCES] * 3
+    train_spm(texts, TokenizerConfig(vocab_size=300, byte_fallback=False), tmp_path, data_key="k")
+    tok = load_tokenizer(tmp_path)
+    assert "2024" in [tok.piece(i).lstrip("\u2581") for i in tok.encode("em 2024")]  # not split into digits
+    for ch in "YKW":  # rare letters stay characters at coverage 1.0 (no <unk>, no byte pieces)
+        assert tok.decode(tok.encode(ch)) == ch and ch in tok.piece(tok.encode(ch)[-1])

@@ -12,9 +12,10 @@ import yaml
 from brlm.config import ModelConfig, RunConfig, TrainConfig, list_presets, load_config
 from brlm.io.logging import JSONLLogger, read_metrics
 from brlm.models.registry import build_model
+from brlm.runs.compare import RUN_COLUMNS, comparison_table
 from brlm.train.loop import train
 from brlm.train.optim import Plateau, lr_at
-from brlm.verbs.run import comparison_table, preset_variants, variant_config
+from brlm.verbs.run import preset_variants, variant_config
 
 from .conftest import run_cli
 
@@ -127,10 +128,12 @@ def test_paper_scales_follow_the_seeds():
 
 
 def test_comparison_table_format():
-    rows = [{"run": "a", "arch": "gpt", "params_m": 1.5, "val_loss": 3.0, "perplexity": 20.08, "bits_per_byte": 1.2,
-             "tokens_per_s": 1234.0, "peak_memory_mb": 512.0, "wall_time_s": 10.0}]
-    table = comparison_table(rows)
-    assert "| a | gpt | 1.50 | 3.0000 | 20.08 | 1.2000 | 1,234 | 512 | 10.0 |" in table
+    """One table for `brlm compare` and multi-run presets (runs/compare.py); missing or NaN figures are '—'."""
+    rows = [{"run": "a", "arch": "gpt", "tokenizer": "bpe 400", "params_m": 1.5, "bytes_seen": 1000, "loss": 3.0,
+             "perplexity": 20.08, "bits_per_byte": 1.2, "bits_per_char": float("nan"), "tokens_per_s": 1234.0,
+             "peak_memory_mb": 512.0, "wall_time_s": 10.0, "guardrails_passed": False, "tokenizer_sha256": "ab" * 32}]
+    md, _csv, _warn = comparison_table(rows, RUN_COLUMNS)
+    assert "| a | gpt | bpe 400 | 1.50 | 1,000 | 1.2000 | — | 3.0000 | 20.08 | — | — | 1,234 | 512 | 10.0 | — | FAIL |" in md
 
 
 def test_cli_multi_run_preset_prints_comparison(tmp_path):
@@ -154,7 +157,7 @@ def test_bad_variant_is_a_one_line_error(tmp_path):
 def test_mfu_by_default_uses_the_measured_cpu_peak(tmp_path, monkeypatch):
     from brlm.compute.flops import flops_per_token
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a fresh per-machine peak cache
+    monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path / "cache" / "brlm"))  # a fresh per-machine peak cache
     s, m = _run(tmp_path, max_steps=2)
     row = next(r for r in m if "train_loss" in r)
     assert s["peak_flops_per_s"] > 1e8 and 0 < row["mfu"] < 1
@@ -169,7 +172,7 @@ def test_a_stale_low_cpu_peak_is_measured_again(tmp_path, monkeypatch):
 
     from brlm.compute.peak import cpu_peak_flops
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path / "brlm"))  # the one cache variable (a user's own is ignored here)
     first = cpu_peak_flops("fp32", 1)
     path = tmp_path / "brlm" / "cpu_peak.json"
     cache = json.loads(path.read_text())

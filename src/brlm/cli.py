@@ -1,12 +1,14 @@
 """`brlm <verb> …`: the verb table. Each verb is a module in brlm.verbs with `main(argv)`.
 
 Imports are lazy so `brlm --help` stays fast. A BrlmError anywhere becomes one line on stderr
-and exit code 2; argparse errors (unknown flags) do the same.
+and exit code 2; so do argparse errors (unknown flags; prefixes of flags are not accepted) and
+operating-system errors (read-only folder, disk full, a closed pipe).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # verb -> (module, one-line description). tests/test_cli.py keeps this in sync with brlm/verbs/.
@@ -55,10 +57,26 @@ def main(argv: list[str] | None = None) -> int:
 
     module = importlib.import_module(VERBS[verb][0])
     try:
-        return int(module.main(rest) or 0)
+        code = int(module.main(rest) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
+        return code
     except BrlmError as e:
         print(f"brlm {verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"brlm {verb}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `brlm … | head`: the reader left. Point stdout at /dev/null so the exit flush is quiet.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        print(f"brlm {verb}: error: output closed early (broken pipe)", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # The operating system said no (read-only folder, disk full, a file where a folder should be):
+        # one line naming the file, as for any other bad input.
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"brlm {verb}: error: {where}{e.strerror or e.__class__.__name__ + ': ' + str(e)}", file=sys.stderr)
+        return 2

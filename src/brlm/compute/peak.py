@@ -21,11 +21,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from brlm.errors import BrlmError
-from brlm.io.machine import cpu_model
+from brlm.io.machine import cache_dir, cpu_model
 
 # name -> {title, vram_gb, fp32, bf16} with peaks in FLOP/s.
 GPUS: dict[str, dict[str, Any]] = {
@@ -54,11 +53,6 @@ def match_gpu(device_name: str) -> str | None:
     return None
 
 
-def cache_dir() -> Path:
-    if os.environ.get("BRLM_CACHE_DIR"):
-        return Path(os.environ["BRLM_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "brlm"
 
 
 def measure_matmul_peak(dtype: str = "fp32", threads: int = 0, n: int = 1024, seconds: float = 0.4) -> float:

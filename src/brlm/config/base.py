@@ -222,6 +222,12 @@ def preset_sections(name: str, scale: str | None, variant: str | None = None) ->
     if variant is not None:
         v = dict(runs[variant] or {})
         v_scales = v.pop("scales", None) or {}
+        base_preset = v.pop("preset", None)
+        if base_preset is not None:
+            # A variant that names another preset (the ladder: v1 ... v6) starts from that preset at
+            # the same scale; this preset's config (the shared corpus, budget, eval) goes over it.
+            base, _ = preset_sections(str(base_preset), scale)
+            merged = deep_merge(base, merged)
         merged = deep_merge(deep_merge(merged, v), v_scales.get(scale) or {})
     return merged, scale
 

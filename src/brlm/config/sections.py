@@ -48,8 +48,11 @@ CLEAN_PRESETS: dict[str, dict[str, Any]] = {
     # What we recommend for Transformers: keep case, digits and punctuation; only normalise
     # Unicode, drop invisible characters and collapse whitespace (brlm's behaviour before presets).
     "natural": {},
-    # Article 1 (char-level v1-v3): everything lower-case, Unicode normalised, upper-case headers removed.
-    "seed-v1": {"lowercase": True, "drop_upper_lines": True},
+    # Article 1 (char-level v1-v3), as the seeds' training logs record it (train_brwac_v{1,2,3}_20k.json,
+    # "cleaning"): lower-case, lines under 40 characters or under 40 % letters out, numbers normalised
+    # (brlm: folded to 0; the logs name the rule, not its form), upper-case headers removed.
+    "seed-v1": {"lowercase": True, "min_line_chars": 40, "min_alpha_ratio": 0.4, "digits_to_zero": True,
+                "drop_upper_lines": True},
     # The v6 pipeline: line-quality filters, URLs/e-mails out, a punctuation whitelist, numbers
     # folded to 0, lower-case, an end-of-document marker.
     "seed-v6": {
@@ -112,14 +115,17 @@ def clean_preset_overrides(name: str) -> list[str]:
 @dataclass
 class TokenizerConfig:
     kind: str = setting("spm", "tokenizer family: 'spm' (SentencePiece) or 'char' (one token per character)")
-    model_type: str = setting("unigram", "SentencePiece algorithm: 'unigram' or 'bpe'")
+    # Defaults: what README recommends (measured on Fake.br, benchmarks/RESULTS.md): BPE, digits not split.
+    model_type: str = setting("bpe", "SentencePiece algorithm: 'bpe' or 'unigram'")
     vocab_size: int = setting(2000, "vocabulary size, including special and byte-fallback pieces")
     byte_fallback: bool = setting(True, "encode unseen characters as UTF-8 byte pieces instead of <unk>")
-    character_coverage: float = setting(0.9995, "share of characters covered by the vocabulary (rest: byte fallback)")
+    # SentencePiece's guidance: 1.0 for languages with a small alphabet (0.9995 is for Chinese or Japanese);
+    # at 0.9995 a 16k BPE on Fake.br sends Y, W and K to byte fallback.
+    character_coverage: float = setting(1.0, "share of characters covered by the vocabulary (rest: byte fallback); 1.0 for Portuguese")
     input_sentence_size: int = setting(2_000_000, "maximum lines SentencePiece samples for training")
     shuffle_input_sentence: bool = setting(True, "shuffle the lines before SentencePiece samples input_sentence_size of them")
     user_defined_symbols: str = setting("", "comma-separated pieces always kept whole, e.g. <|endoftext|>,<CPF> (newline always is)")
-    split_digits: bool = setting(True, "split numbers into single digits (spm)")
+    split_digits: bool = setting(False, "split numbers into single digits (spm)")
     max_piece_length: int = setting(16, "longest piece in characters (spm)")
     unk_id: int = setting(0, "id of <unk>")
     bos_id: int = setting(1, "id of <s> (begin of text)")
@@ -173,6 +179,7 @@ class ModelConfig:
     rnn_cell: str = setting("lstm", "recurrent cell: 'lstm' or 'gru' (rnn)")
     rnn_hidden: int = setting(256, "hidden size of each recurrent layer (rnn)")
     rnn_layernorm: bool = setting(False, "LayerNorm between recurrent layers (rnn)")
+    final_dropout: float = setting(0.0, "dropout on the last recurrent layer's output, before the head (rnn; the seeds' v3: 0.1)")
 
     def __post_init__(self) -> None:
         for key in ("n_layer", "n_head", "n_embd", "block_size", "n_expert", "expert_top_k", "rnn_hidden"):
@@ -185,6 +192,7 @@ class ModelConfig:
         check(self.n_head % kv == 0, "model.n_kv_head", self.n_kv_head, f"a divisor of model.n_head={self.n_head}")
         check(self.expert_top_k <= self.n_expert, "model.expert_top_k", self.expert_top_k, f"at most model.n_expert={self.n_expert}")
         check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
+        check(0.0 <= self.final_dropout < 1.0, "model.final_dropout", self.final_dropout, "a number in [0, 1)")
         check(self.rope_base > 0, "model.rope_base", self.rope_base, "a number > 0")
         check(self.rnn_cell in ("lstm", "gru"), "model.rnn_cell", self.rnn_cell, "'lstm' or 'gru'")
 
@@ -211,7 +219,12 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = setting(16, "windows per forward pass in each process (optimizer step: batch_size x grad_accum x processes)")
-    max_steps: int = setting(500, "optimizer steps")
+    max_steps: int = setting(500, "optimizer steps (ignored when train.epochs > 0)")
+    epochs: float = setting(0.0, "training budget in passes over the training windows; > 0 sets max_steps = "
+                                 "ceil(epochs x windows / (batch_size x grad_accum x processes)) (0 = use max_steps)")
+    budget_bytes: int = setting(0, "training budget in bytes of text seen (steps x windows x block x the train shard's bytes per "
+                                  "token); > 0 sets max_steps, the same budget for char and subword tokenizers (0 = off)")
+    label_smoothing: float = setting(0.0, "label smoothing of the training cross-entropy (validation and eval stay unsmoothed)")
     stride: int = setting(64, "step between consecutive training windows, in tokens (1 = every position)")
     lr: float = setting(1e-3, "peak learning rate (AdamW)")
     min_lr: float = setting(1e-4, "learning rate at the end of the cosine decay")
@@ -241,6 +254,11 @@ class TrainConfig:
         for key in ("batch_size", "max_steps", "stride", "eval_interval", "eval_windows", "log_interval"):
             value = getattr(self, key)
             check(isinstance(value, int) and value >= 1, f"train.{key}", value, "an integer >= 1")
+        check(self.epochs >= 0, "train.epochs", self.epochs, "a number >= 0 (0 = use train.max_steps)")
+        check(self.budget_bytes >= 0, "train.budget_bytes", self.budget_bytes, "an integer >= 0 (0 = off)")
+        check(not (self.epochs > 0 and self.budget_bytes > 0), "train.epochs", self.epochs,
+              f"0 when train.budget_bytes={self.budget_bytes} is set (one budget at a time)")
+        check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "a number in [0, 1)")
         check(self.lr > 0, "train.lr", self.lr, "a number > 0")
         check(0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr, f"a number in [0, train.lr={self.lr}]")
         check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")

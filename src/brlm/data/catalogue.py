@@ -29,6 +29,7 @@ from pathlib import Path
 from brlm.errors import DataError
 from brlm.io.files import atomic_path, file_sha256, write_text
 from brlm.io.logging import info
+from brlm.io.machine import cache_dir as machine_cache_dir
 
 
 @dataclass
@@ -56,7 +57,7 @@ CATALOGUE: dict[str, Entry] = {
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
-    return Path(cache_dir or os.environ.get("BRLM_CACHE") or Path.home() / ".cache" / "brlm").expanduser()
+    return Path(cache_dir).expanduser() if cache_dir else machine_cache_dir()
 
 
 def list_entries() -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, BinaryIO, Iterator
 
 from brlm.errors import DataError
 from brlm.io.files import parse_json_object
+from brlm.io.machine import cache_dir as machine_cache_dir
 
 BUILTIN = {
     "builtin:demo": "demo_corpus.jsonl",
@@ -218,7 +218,7 @@ def read_documents(
     """Yield the documents of `source` in file order. `stats` collects counts (utf8_errors …)."""
     stats = stats if stats is not None else Counter()
     if source.startswith("hf:"):
-        yield from read_hf(source[3:], text_field, stats, hf_split, hf_config, cache_dir or os.environ.get("BRLM_CACHE", ""), id_field)
+        yield from read_hf(source[3:], text_field, stats, hf_split, hf_config, cache_dir or str(machine_cache_dir() / "hf"), id_field)
         return
     path = resolve_source(source)
     files = _files_in(path) if path.is_dir() else [path]

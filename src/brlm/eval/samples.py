@@ -53,7 +53,10 @@ def generate_samples(
             "repetition_penalty": sc.repetition_penalty,
             **gen_info,
         }
-        if "warning" in gen_info:
-            info(f"warning: {gen_info['warning']}")
         rows.append(row)
+    # One line for the whole batch, not one per sample (a tiny model's short context cuts most prompts).
+    cut = [r for r in rows if "warning" in r]
+    if cut:
+        info(f"warning: {len(cut)} of {len(rows)} {desc} prompts were longer than the context and were cut from the "
+             f"left (e.g. {cut[0]['warning']}); see 'warning' in each row")
     return rows

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from brlm.errors import BrlmError
+from brlm.io.files import read_manifest
 from brlm.io.run_folder import RunPaths
 from brlm.models.checkpoint import load_checkpoint
 from brlm.tokenizers.base import Tokenizer, load_tokenizer
@@ -58,7 +59,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     """A brlm run's checkpoint (`best`, `last` or a step) and its tokenizer."""
     paths = RunPaths(Path(run_dir))
     model, meta = load_checkpoint(paths.checkpoints, checkpoint, device=str(device))
-    tok = load_tokenizer(paths.tokenizer)
+    tok = load_tokenizer(paths.tokenizer)  # verifies the model file against the tokenizer's manifest
+    trained_with, have = meta.get("tokenizer_sha256"), (read_manifest(paths.tokenizer) or {}).get("sha256")
+    if trained_with and have and trained_with != have:
+        raise BrlmError(f"{paths.tokenizer}: tokenizer {have[:12]} is not the one checkpoint {meta.get('step')} was trained "
+                        f"with ({trained_with[:12]}); retrain the model (`brlm train`) or restore that tokenizer")
     return LoadedModel(model, tok, {**meta, "kind": "run", "source": str(paths.root), "checkpoint": checkpoint})
 
 

@@ -62,10 +62,13 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         return []
     rows = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.strip():
-            row = json.loads(line)
-            if "step" in row:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill or a full disk: the rows before it still count
+            if isinstance(row, dict) and "step" in row:
                 rows.append(row)
     return rows
 

@@ -78,3 +78,15 @@ def resolve_device(name: str) -> "torch.device":
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
     return torch.device(name)
+
+
+def cache_dir() -> Path:
+    """brlm's one cache folder: $BRLM_CACHE_DIR, else $XDG_CACHE_HOME/brlm, else ~/.cache/brlm
+    (downloads, Hugging Face datasets, the measured CPU peak)."""
+    if os.environ.get("BRLM_CACHE_DIR"):
+        return Path(os.environ["BRLM_CACHE_DIR"]).expanduser()
+    if os.environ.get("BRLM_CACHE") and not getattr(cache_dir, "_warned", False):
+        cache_dir._warned = True  # type: ignore[attr-defined]
+        print("brlm: warning: BRLM_CACHE is no longer read; set BRLM_CACHE_DIR instead", file=sys.stderr)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "brlm"

@@ -12,6 +12,7 @@ loss) and the last step; the best and the `keep` most recent checkpoints stay, o
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,10 @@ def update_pointers(ckpt_dir: str | Path, keep: int = 1, **pointers: int) -> dic
     most recent ones, delete the rest."""
     ckpt_dir = Path(ckpt_dir)
     p = ckpt_dir / "latest.json"
-    current = read_json(p) if p.is_file() else {}
+    try:
+        current = read_pointers(ckpt_dir) if p.is_file() else {}
+    except BrlmError:
+        current = {}  # a damaged latest.json is rebuilt by the writer
     current.update(pointers)
     write_json(p, current)
     steps = sorted({int(f.stem.split("_")[1]) for f in ckpt_dir.glob("model_*.safetensors")}, reverse=True)
@@ -113,7 +117,26 @@ def latest_good_checkpoint(ckpt_dir: str | Path, resumable: bool = True, quiet: 
 
 
 def load_train_tensors(ckpt_dir: str | Path, step: int) -> dict[str, Any]:
-    return torch.load(Path(ckpt_dir) / f"train_{step:06d}.pt", map_location="cpu", weights_only=True)
+    path = Path(ckpt_dir) / f"train_{step:06d}.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses anything but tensors and plain containers
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "refused"
+        raise BrlmError(f"{path}: not a brlm training state; refused to unpickle it ({first[:120]})") from None
+    except (RuntimeError, EOFError) as e:
+        raise BrlmError(f"{path}: unreadable training state ({e.__class__.__name__})") from None
+
+
+def read_pointers(ckpt_dir: str | Path) -> dict[str, int]:
+    """latest.json ({'best': step, 'last': step}); a damaged one is a one-line error."""
+    p = Path(ckpt_dir) / "latest.json"
+    try:
+        pointers = read_json(p)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BrlmError(f"{p}: damaged (not JSON); delete it and run `brlm train --resume` to rebuild it from the checkpoints") from None
+    if not isinstance(pointers, dict) or not all(isinstance(v, int) for v in pointers.values()):
+        raise BrlmError(f"{p}: expected {{\"best\": step, \"last\": step}}, got {str(pointers)[:80]}")
+    return pointers
 
 
 def load_weights(model: nn.Module, ckpt_dir: str | Path, step: int, device: str = "cpu") -> None:
@@ -129,7 +152,7 @@ def find_checkpoint(ckpt_dir: str | Path, which: str = "best") -> int:
     p = ckpt_dir / "latest.json"
     if not p.is_file():
         raise BrlmError(f"{ckpt_dir}: no checkpoints (latest.json missing); run `brlm train` first")
-    pointers = read_json(p)
+    pointers = read_pointers(ckpt_dir)
     if which.isdigit():
         return int(which)
     if which not in pointers:

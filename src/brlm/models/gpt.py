@@ -91,6 +91,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.block_size = cfg.block_size
+        self.label_smoothing = 0.0  # a training setting (train.label_smoothing); the trainer sets it
         self.wte = nn.Embedding(vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
@@ -146,7 +147,8 @@ class GPT(nn.Module):
         h = self.hidden_states(idx, cache)
         if targets is None:
             return self.lm_head(h), None
-        return None, linear_cross_entropy(h, self.lm_head.weight, targets)
+        smoothing = self.label_smoothing if self.training else 0.0  # evaluation scores the plain cross-entropy
+        return None, linear_cross_entropy(h, self.lm_head.weight, targets, label_smoothing=smoothing)
 
 
 # ---------------------------------------------------------------------------------------------

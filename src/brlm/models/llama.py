@@ -150,6 +150,7 @@ class Llama(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.block_size = cfg.block_size
+        self.label_smoothing = 0.0  # a training setting (train.label_smoothing); the trainer sets it
         self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList([Block(cfg, self.make_ffn(cfg)) for _ in range(cfg.n_layer)])
@@ -203,7 +204,8 @@ class Llama(nn.Module):
         h = self.hidden_states(idx, cache)
         if targets is None:
             return self.lm_head(h), None
-        return None, linear_cross_entropy(h, self.lm_head.weight, targets)
+        smoothing = self.label_smoothing if self.training else 0.0  # evaluation scores the plain cross-entropy
+        return None, linear_cross_entropy(h, self.lm_head.weight, targets, label_smoothing=smoothing)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,8 +16,11 @@ away is the (B*T, V) memory and the passes over it.
     loss = linear_cross_entropy(hidden, lm_head.weight, targets)   # hidden (..., C), targets (...)
 
 Targets equal to `ignore_index` (-100, as in `F.cross_entropy`) count neither in the loss nor in
-its mean. The result matches `F.cross_entropy(F.linear(hidden, weight, bias), targets)` and its
-gradients to float rounding (tests/test_models_loss.py).
+its mean. With `label_smoothing` ε the target distribution is (1 - ε)·onehot + ε/V, as in
+`F.cross_entropy(..., label_smoothing=ε)`: the loss adds ε·(logsumexp - mean logit) per row and
+the gradient subtracts ε/V from every class. The result matches `F.cross_entropy(F.linear(hidden,
+weight, bias), targets, label_smoothing=ε)` and its gradients to float rounding
+(tests/test_models_loss.py).
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ def default_chunk_rows(vocab_size: int) -> int:
 
 
 def _chunk_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
-                        grad_scale: torch.Tensor | None) -> torch.Tensor:
+                        grad_scale: torch.Tensor | None, smoothing: float = 0.0) -> torch.Tensor:
     """Summed loss of one chunk of (at least fp32) `logits` (rows, V). With `grad_scale` (rows,), overwrites
-    `logits` with grad_scale * (softmax - onehot(targets)), the gradient of the loss."""
+    `logits` with grad_scale * (softmax - target distribution), the gradient of the loss."""
     safe = targets.clamp(min=0).unsqueeze(1)  # ignored rows point at 0; their weight is 0
     target_logit = logits.gather(1, safe).squeeze(1)
+    if smoothing:
+        # -sum_j q_j log p_j with q = (1-ε)·onehot + ε/V  =  lse - (1-ε)·z_target - ε·mean_j z_j
+        target_logit = (1.0 - smoothing) * target_logit + smoothing * logits.mean(dim=1)
     if grad_scale is None:
         lse = torch.logsumexp(logits, dim=1)
     else:
@@ -47,13 +53,15 @@ def _chunk_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torc
         row_sum = logits.sum(dim=1, keepdim=True)
         lse = row_max.squeeze(1) + row_sum.squeeze(1).log()
         logits.mul_(grad_scale.unsqueeze(1) / row_sum)  # softmax * scale
-        logits.scatter_add_(1, safe, -grad_scale.unsqueeze(1))  # - onehot * scale
+        logits.scatter_add_(1, safe, -(1.0 - smoothing) * grad_scale.unsqueeze(1))  # - (1-ε)·onehot * scale
+        if smoothing:
+            logits.sub_((smoothing / logits.size(1)) * grad_scale.unsqueeze(1))  # - ε/V * scale
     return ((lse - target_logit) * valid).sum()
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, ignore_index, chunk_rows):  # type: ignore[override]
+    def forward(ctx, hidden, weight, bias, targets, ignore_index, chunk_rows, smoothing):  # type: ignore[override]
         dev = hidden.device.type
         # Under autocast the matmuls run in its dtype (as nn.Linear would); softmax stays fp32.
         cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
@@ -72,7 +80,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 rows = slice(start, start + chunk_rows)
                 h = hidden[rows].to(cdt)
                 logits = F.linear(h, w, b).to(acc)
-                total += _chunk_softmax_loss(logits, targets[rows], valid[rows], scale[rows])
+                total += _chunk_softmax_loss(logits, targets[rows], valid[rows], scale[rows], smoothing)
                 g = logits.to(cdt)  # now the gradient of the loss w.r.t. these logits
                 if grad_hidden is not None:
                     grad_hidden[rows] = g @ w
@@ -99,14 +107,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
             return (g * grad_loss.float()).to(dtype or g.dtype)  # fp32 scale: 1/k is not rounded to bf16
 
         return (scaled(grad_hidden, None), scaled(grad_weight, w_dtype), scaled(grad_bias, b_dtype),
-                None, None, None)
+                None, None, None, None)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          bias: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
-                         chunk_rows: int | None = None) -> torch.Tensor:
-    """Mean cross-entropy of `F.linear(hidden, weight, bias)` against `targets`, without ever
-    holding all the logits. hidden: (..., C); weight: (V, C); targets: (...) int64."""
+                         chunk_rows: int | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of `F.linear(hidden, weight, bias)` against `targets` (smoothed by
+    `label_smoothing`), without ever holding all the logits. hidden: (..., C); weight: (V, C);
+    targets: (...) int64."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing}: expected a number in [0, 1)")
     C, V = hidden.size(-1), weight.size(0)
     hidden, targets = hidden.reshape(-1, C), targets.reshape(-1)
     if hidden.size(0) != targets.size(0):
@@ -120,11 +131,12 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     rows = chunk_rows or default_chunk_rows(V)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     if needs_grad:
-        return _LinearCrossEntropy.apply(hidden.contiguous(), weight, bias, targets, ignore_index, rows)
+        return _LinearCrossEntropy.apply(hidden.contiguous(), weight, bias, targets, ignore_index, rows, float(label_smoothing))
     acc = torch.promote_types(hidden.dtype, torch.float32)
     valid = (targets != ignore_index).to(acc)
     total = torch.zeros((), dtype=acc, device=hidden.device)
     for start in range(0, hidden.size(0), rows):
         sl = slice(start, start + rows)
-        total += _chunk_softmax_loss(F.linear(hidden[sl], weight, bias).to(acc), targets[sl], valid[sl], None)
+        total += _chunk_softmax_loss(F.linear(hidden[sl], weight, bias).to(acc), targets[sl], valid[sl], None,
+                                     float(label_smoothing))
     return total / valid.sum().clamp(min=1.0)

@@ -1,5 +1,7 @@
 """Recurrent language model (the seeds' v1-v4): token embedding, `n_layer` LSTM or GRU layers of
-width `rnn_hidden`, optional LayerNorm after each layer, dropout, linear head.
+width `rnn_hidden`, optional LayerNorm after each layer, linear head. `model.dropout` acts on each
+recurrent layer's input (Keras' `LSTM(dropout=…)` of the seeds); `model.final_dropout` on the last
+layer's output, before the head (the seeds' v3).
 
 Each layer is its own `nn.LSTM` / `nn.GRU` so a LayerNorm can sit between layers (v3). The head
 shares the embedding matrix only when asked and the widths agree (n_embd == rnn_hidden).
@@ -50,6 +52,8 @@ class RNNLM(nn.Module):
         self.rnns = nn.ModuleList([cell(cfg.n_embd if i == 0 else H, H, batch_first=True) for i in range(cfg.n_layer)])
         self.norms = nn.ModuleList([nn.LayerNorm(H, eps=cfg.norm_eps) for _ in range(cfg.n_layer)]) if cfg.rnn_layernorm else None
         self.drop = nn.Dropout(cfg.dropout)
+        self.final_drop = nn.Dropout(cfg.final_dropout)
+        self.label_smoothing = 0.0  # a training setting (train.label_smoothing); the trainer sets it
         self.head = nn.Linear(H, vocab_size, bias=True)
         nn.init.normal_(self.emb.weight, mean=0.0, std=0.02)
         nn.init.normal_(self.head.weight, mean=0.0, std=0.02)
@@ -67,21 +71,22 @@ class RNNLM(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: RNNState | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x = self.drop(self.emb(idx))  # (B, T, n_embd)
+        x = self.emb(idx)  # (B, T, n_embd)
         hidden_in = cache.hidden if cache is not None and cache.hidden is not None else [None] * len(self.rnns)
         hidden_out = []
         for i, rnn in enumerate(self.rnns):
-            x, h = rnn(x, hidden_in[i])  # (B, T, H)
+            x, h = rnn(self.drop(x), hidden_in[i])  # (B, T, H); dropout on the layer's input
             hidden_out.append(h)
             if self.norms is not None:
                 x = self.norms[i](x)
-            x = self.drop(x)
+        x = self.final_drop(x)
         if cache is not None:
             cache.hidden = hidden_out
             cache.pos += idx.size(1)
         if targets is None:
             return self.head(x), None  # (B, T, V)
-        return None, linear_cross_entropy(x, self.head.weight, targets, bias=self.head.bias)
+        smoothing = self.label_smoothing if self.training else 0.0  # evaluation scores the plain cross-entropy
+        return None, linear_cross_entropy(x, self.head.weight, targets, bias=self.head.bias, label_smoothing=smoothing)
 
 
 # ---------------------------------------------------------------------------------------------

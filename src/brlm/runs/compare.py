@@ -1,4 +1,5 @@
-"""Run summaries for `brlm runs list` and the side-by-side table of `brlm compare`.
+"""Run summaries for `brlm runs list`, and the one side-by-side table: `brlm compare` and the
+multi-run presets of `brlm run` (gpt2-vs-moe, v4, the ladder) both render it.
 
 Everything comes from the run folders (run.json, train.json, eval.json, guardrails.json,
 cost.json, metrics.jsonl). Perplexity and loss only compare runs that share a tokenizer, so
@@ -13,13 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from brlm.errors import BrlmError
 from brlm.io.files import read_json
 from brlm.io.logging import format_seconds
-from brlm.io.run_folder import RunPaths
+from brlm.io.run_folder import RunPaths, live_status
 
 
 def _load(path: Path) -> Any:
@@ -40,13 +42,23 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     cost = _load(paths.root / "cost.json") or {}
     tok_meta = _load(paths.tokenizer / "tokenizer.json") or {}
     tokenizer = ev.get("tokenizer_sha256") or (record.get("hashes") or {}).get("tokenizer") or tok_meta.get("sha256")
+    tok_cfg = tok_meta.get("config") or {}
+    kind = tok_meta.get("kind")
     return {
         "run": paths.root.name,
         "path": str(paths.root),
-        "status": record.get("status"),
+        "status": live_status(record),  # `running` with its process gone reads `interrupted`
         "preset": record.get("preset"),
         "scale": record.get("scale"),
+        "arch": summary.get("arch"),
+        "tokenizer": None if kind is None else ("char" if kind == "char" else f"{tok_cfg.get('model_type', 'spm')}")
+        + (f" {tok_meta['vocab_size']}" if tok_meta.get("vocab_size") else ""),
         "params": summary.get("n_params"),
+        "params_m": summary["n_params"] / 1e6 if summary.get("n_params") else None,
+        "bytes_seen": summary.get("bytes_seen"),
+        "peak_memory_mb": summary.get("peak_cuda_allocated_mb", summary.get("peak_rss_mb")),
+        "byte_fallback_ratio": guard.get("byte_fallback_ratio"),
+        "short_piece_ratio": guard.get("short_piece_ratio"),
         "bits_per_byte": ev.get("bits_per_byte"),
         "bits_per_char": ev.get("bits_per_char"),
         "loss": ev.get("loss"),
@@ -101,6 +113,26 @@ COLUMNS = [
 ]
 
 
+# The table of a multi-run preset (`brlm run gpt2-vs-moe`, `brlm run ladder`): what was trained and
+# with how much text, then the figures, the seeds' guardrails and the cost.
+RUN_COLUMNS = [
+    ("arch", "arch", "s"),
+    ("tokenizer", "tokenizer", "s"),
+    ("params (M)", "params_m", ".2f"),
+    ("bytes seen", "bytes_seen", ","),
+    ("bits/byte", "bits_per_byte", ".4f"),
+    ("bits/char", "bits_per_char", ".4f"),
+    ("val loss", "loss", ".4f"),
+    ("ppl", "perplexity", ".2f"),
+    ("byte fallback", "byte_fallback_ratio", ".3f"),
+    ("short pieces", "short_piece_ratio", ".3f"),
+    ("tokens/s", "tokens_per_s", ",.0f"),
+    ("peak mem (MB)", "peak_memory_mb", ",.0f"),
+    ("wall time (s)", "wall_time_s", ".1f"),
+    ("est. cost (USD)", "estimated_cost_usd", ".4f"),
+]
+
+
 def tokenizer_warning(rows: list[dict[str, Any]]) -> str | None:
     shas = {r["tokenizer_sha256"] for r in rows}
     if len(shas) > 1 or None in shas:
@@ -110,24 +142,32 @@ def tokenizer_warning(rows: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def comparison_table(rows: list[dict[str, Any]]) -> tuple[str, str, list[str]]:
-    """(Markdown, CSV, warnings) of the side-by-side table."""
+def _cell(x: Any, fmt: str) -> str:
+    if isinstance(x, float) and math.isnan(x):
+        return "—"
+    return "—" if x is None else (str(x) if fmt == "s" else format(x, fmt))
+
+
+def comparison_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]] | None = None) -> tuple[str, str, list[str]]:
+    """(Markdown, CSV, warnings) of the side-by-side table; `columns` (default COLUMNS, the
+    `brlm compare` set; RUN_COLUMNS for multi-run presets) are (header, key, format) triples."""
+    columns = COLUMNS if columns is None else columns
     warnings = [w for w in [tokenizer_warning(rows)] if w]
-    header = ["run", *(c for c, _, _ in COLUMNS), "guardrails", "tokenizer"]
+    header = ["run", *(c for c, _, _ in columns), "guardrails", "tokenizer sha"]
     md_rows = []
     for r in rows:
-        g = r["guardrails_passed"]
-        md_rows.append([r["run"], *(_num(r[k], f) for _, k, f in COLUMNS), "—" if g is None else ("pass" if g else "FAIL"),
-                        str(r["tokenizer_sha256"] or "—")[:12]])
+        g = r.get("guardrails_passed")
+        md_rows.append([r["run"], *(_cell(r.get(k), f) for _, k, f in columns), "—" if g is None else ("pass" if g else "FAIL"),
+                        str(r.get("tokenizer_sha256") or "—")[:12]])
     md = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(x) + " |" for x in md_rows])
     if warnings:
         md = "\n\n".join(f"> ⚠️ {w}" for w in warnings) + "\n\n" + md
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", *(k for _, k, _ in COLUMNS), "guardrails_passed", "tokenizer_sha256"])
+    w.writerow(["run", *(k for _, k, _ in columns), "guardrails_passed", "tokenizer_sha256"])
     for r in rows:
-        w.writerow([r["run"], *("" if r[k] is None else r[k] for _, k, _ in COLUMNS),
-                    "" if r["guardrails_passed"] is None else r["guardrails_passed"], r["tokenizer_sha256"] or ""])
+        w.writerow([r["run"], *("" if r.get(k) is None else r[k] for _, k, _ in columns),
+                    "" if r.get("guardrails_passed") is None else r["guardrails_passed"], r.get("tokenizer_sha256") or ""])
     return md + "\n", buf.getvalue(), warnings
 
 

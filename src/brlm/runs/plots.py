@@ -74,3 +74,24 @@ def overlay_throughput(runs: dict[str, list[dict[str, Any]]], path: str | Path) 
         if pts:
             ax.plot(*zip(*pts), "-", color=f"C{i % 10}", label=name, lw=1.3)
     return _finish(fig, ax, "passo", "tokens/s (treino)", "vazão de treino", path)
+
+
+def grouped_bars(groups: dict[str, dict[str, float | None]], path: str | Path, ylabel: str, title: str) -> Path | None:
+    """One group of bars per run (e.g. {"v1": {"bits/byte": 2.1, "bits/char": 2.2}}), one colour per
+    series; a missing or NaN value leaves a gap. Returns None when there is nothing to draw."""
+    import math
+
+    series = list(dict.fromkeys(k for vals in groups.values() for k in vals))
+    ok = lambda v: v is not None and not math.isnan(v)  # noqa: E731
+    if not any(ok(v) for vals in groups.values() for v in vals.values()):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4), dpi=100)
+    width = 0.8 / max(1, len(series))
+    for j, name in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        ys = [vals.get(name) for vals in groups.values()]
+        bars = ax.bar([x for x, y in zip(xs, ys) if ok(y)], [y for y in ys if ok(y)], width, label=name, color=f"C{j % 10}")
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks(range(len(groups)), list(groups))
+    return _finish(fig, ax, "", ylabel, title, path)

@@ -22,7 +22,7 @@ import yaml
 from brlm.errors import BrlmError
 from brlm.io.files import read_json, write_text
 from brlm.io.logging import format_seconds, read_metrics
-from brlm.io.run_folder import RunPaths
+from brlm.io.run_folder import RunPaths, live_status
 from brlm.runs.plots import loss_curve
 
 # Keys of <run>/cost.json (written by the cost ledger), with their labels and formats.
@@ -117,16 +117,18 @@ class Report:
             elif kind == "ul":
                 out += [f"- {item}" for item in b[1]] + [""]
             elif kind == "table":
-                cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+                cell = lambda s: _md_text(str(s)).replace("|", "\\|").replace("\n", " ")  # noqa: E731
                 out += ["| " + " | ".join(map(cell, b[1])) + " |", "|" + "---|" * len(b[1])]
                 out += ["| " + " | ".join(map(cell, row)) + " |" for row in b[2]] + [""]
             elif kind == "img":
                 out += [f"![{b[2]}]({b[1].name})", ""]
             elif kind == "sample":
                 _, prompt, completion, note, warning = b
-                out += [f"**Prompt:** {prompt}", "", f"> {prompt}**{completion}**".replace("\n", "\n> "), "", f"<sub>{note}</sub>", ""]
+                prompt, completion = _md_text(prompt), _md_text(completion)
+                out += [f"**Prompt:** {prompt}", "", f"> {prompt}**{completion}**".replace("\n", "\n> "), "",
+                        f"<sub>{_md_text(note)}</sub>", ""]
                 if warning:
-                    out += [f"**Aviso:** {warning}", ""]
+                    out += [f"**Aviso:** {_md_text(warning)}", ""]
         return "\n".join(out).rstrip() + "\n"
 
     def html(self) -> str:
@@ -155,6 +157,12 @@ class Report:
                     f'</blockquote><p class="note">{e(note)}</p>{warn}</div>'
                 )
         return HTML_PAGE.format(title=e(self.title.replace("`", "")), body="\n".join(body))
+
+
+def _md_text(text: str) -> str:
+    """Text from the corpus or the model, for report.md: raw HTML in it (a `<script>` a news page
+    carried, or that a model learned) is shown, not rendered, as report.html does."""
+    return html.escape(text, quote=False)
 
 
 def _inline(text: str) -> str:
@@ -294,7 +302,7 @@ def build_report(paths: RunPaths) -> tuple[Report, Path | None]:
     r = Report(f"brlm — relatório da execução `{paths.root.name}`")
     env = record.get("environment", {})
     items = [
-        f"preset: `{record.get('preset', '—')}` (escala `{record.get('scale', '—')}`), status: **{record.get('status', '—')}**",
+        f"preset: `{record.get('preset', '—')}` (escala `{record.get('scale', '—')}`), status: **{live_status(record) or '—'}**",
         f"início / fim: {record.get('started', '—')} / {record.get('finished', '—')}",
         f"código: brlm {env.get('brlm', '—')} @ `{env.get('git_sha') or 'sem git'}`; Python {env.get('python', '—')}, "
         f"torch {env.get('torch', '—')}; CPU: {env.get('cpu', '—')} ({env.get('cpu_count', '—')} núcleos); GPU: {env.get('gpu') or 'nenhuma'}",

@@ -9,6 +9,7 @@ the same code. `brlm run` calls them after training; `brlm eval` and `brlm sampl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -50,15 +51,43 @@ def _validation_tokens(cfg: RunConfig, paths: RunPaths, lm: LoadedModel) -> tupl
     return tokens, hashlib.sha256(tokens.tobytes()).hexdigest(), min(lm.model.block_size, cfg.model.block_size)
 
 
+def _text_tokens(cfg: RunConfig, lm: LoadedModel, text: str | Path, text_field: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Any text `brlm data prepare` reads, cleaned with the run's own cleaning config (every
+    non-empty document kept: it is the user's held-out set), tokenized as the shards are."""
+    from collections import Counter
+
+    from brlm.data.clean import Cleaner
+    from brlm.data.sources import read_documents
+
+    if lm.tokenizer.eos_id < 0:
+        raise BrlmError(f"--hf {lm.meta['source']}: the tokenizer has no end-of-text token (eos_token); cannot mark document ends")
+    cleaner = Cleaner(dataclasses.replace(cfg.data, min_doc_chars=1), cfg.clean)
+    stats: Counter = Counter()
+    texts, dropped = [], 0
+    for doc in read_documents(str(text), text_field, cfg.data.txt_mode, stats, cfg.data.id_field):
+        cleaned = cleaner(doc.text)
+        if cleaned:
+            texts.append(cleaned)
+        else:
+            dropped += 1
+    if not texts:
+        raise BrlmError(f"--text {text}: no text left after the run's cleaning ({dropped} documents read, field {text_field!r})")
+    info(f"eval: --text {text}: {len(texts)} documents ({dropped} emptied by the run's cleaning, clean.preset={cfg.clean.preset})")
+    return tokenize_documents(lm.tokenizer, texts), {"text_source": str(text), "text_field": text_field, "documents": len(texts),
+                                                     "documents_emptied": dropped, "cleaning_preset": cfg.clean.preset}
+
+
 def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: str | Path | None = None,
-               out: Path | None = None, quantize: str | None = None) -> dict[str, Any]:
-    """Intrinsic metrics on a fixed, hashed set of validation windows: the run's checkpoint, or
-    with `hf` a Hugging Face folder scored on the run's validation documents (-> eval_hf.json).
-    quantize="int8" scores the int8 model on the same windows (-> eval_int8.json / eval_hf_int8.json)."""
+               out: Path | None = None, text: str | Path | None = None, text_field: str = "text",
+               quantize: str | None = None) -> dict[str, Any]:
+    """Intrinsic metrics on a fixed, hashed set of windows: the run's checkpoint, or with `hf` a
+    Hugging Face folder, scored on the run's validation documents (-> eval.json / eval_hf.json) or,
+    with `text`, on any corpus cleaned the run's way (-> eval_text.json / eval_hf_text.json).
+    quantize="int8" scores the int8 model on the same windows (-> eval_int8.json, eval_hf_int8.json, …)."""
     device = resolve_device(cfg.train.device)
     if hf is not None:
         val_jsonl = paths.data / "val.jsonl"
-        if not val_jsonl.is_file():
+        if text is None and not val_jsonl.is_file():
             raise BrlmError(f"{val_jsonl}: no validation split; run `brlm data prepare` for this run first")
         lm = load_hf_folder(hf, device)
     else:
@@ -70,13 +99,21 @@ def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: st
 
         quantize_model(lm.model, quantize)
         lm.meta["quantize"] = quantize
-    tokens, data_hash, block = _validation_tokens(cfg, paths, lm)
+    extra: dict[str, Any] = {}
+    if text is not None:
+        tokens, extra = _text_tokens(cfg, lm, text, text_field)
+        data_hash = hashlib.sha256(tokens.tobytes()).hexdigest()
+        block = lm.model.block_size if lm.kind == "run" else min(lm.model.block_size, cfg.model.block_size)
+    else:
+        tokens, data_hash, block = _validation_tokens(cfg, paths, lm)
+    if len(tokens) <= block:
+        raise BrlmError(f"{text or paths.data}: {len(tokens)} tokens, not enough for one window of {block + 1}; give more text")
     stride = cfg.eval.stride or block
     val = Windows(tokens, block, stride, name="validation")
     store = Path(cfg.eval.windows_cache) if cfg.eval.windows_cache else paths.root / "eval_windows"
     idx, windows_sha = select_windows(len(val), cfg.eval.max_windows, data_hash, block, stride, store)
     groups = names = None
-    cats = read_doc_categories(paths.data / "val.jsonl", cfg.eval.category_field)
+    cats = None if text is not None else read_doc_categories(paths.data / "val.jsonl", cfg.eval.category_field)
     if cats:
         groups, names = doc_groups(tokens, lm.tokenizer.eos_id, cats)
     result = evaluate_windows(lm.model, val, idx, lm.tokenizer.token_bytes(), batch_size=cfg.eval.batch_size, device=device,
@@ -88,14 +125,14 @@ def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: st
         stride=stride,
         windows_sha256=windows_sha,
         tokenizer_sha256=lm.meta.get("tokenizer_sha256"),
+        **extra,
         **({"quantize": quantize} if quantize else {}),
     )
-    default = paths.root / "eval_hf.json" if hf is not None else paths.eval
-    if quantize:
-        default = default.with_name(f"{default.stem}_{quantize}.json")
-    write_json(out or default, result)
+    default = "eval" + ("_hf" if hf is not None else "") + ("_text" if text is not None else "") + (f"_{quantize}" if quantize else "") + ".json"
+    result["file"] = str(out or paths.root / default)
+    write_json(result["file"], result)
     info(
-        f"eval{' (hf)' if hf is not None else ''}: loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | "
+        f"eval{' (hf)' if hf is not None else ''}{' (text)' if text is not None else ''}: loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | "
         f"acc {result['accuracy']:.4f} | bits/byte {result['bits_per_byte']:.4f} | bits/char {result['bits_per_char']:.4f} "
         f"on {result['windows']} windows ({result['tokens_per_s'] or 0:,.0f} tokens/s)"
     )

@@ -20,7 +20,7 @@ from brlm.errors import BrlmError
 from brlm.io.files import read_json, read_manifest, write_json, write_text
 from brlm.io.logging import JSONLLogger, NullLogger, info
 from brlm.io.run_folder import RunPaths, RunRecord
-from brlm.models.checkpoint import latest_good_checkpoint
+from brlm.models.checkpoint import checkpoint_steps, latest_good_checkpoint
 from brlm.stages.evaluate import STAGES as EVALUATE_STAGES
 from brlm.stages.workflow import Stage, run_workflow
 from brlm.tokenizers.base import check_aligned, load_tokenizer, train_tokenizer
@@ -76,7 +76,7 @@ def stage_shards(cfg: RunConfig, paths: RunPaths, force: bool = False) -> dict[s
 def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None, resume: bool = False) -> dict[str, Any]:
     """Shards, then training. Under torchrun rank 0 builds the shards and writes every file;
     with resume=True the metrics after the resumed checkpoint are dropped and logging appends."""
-    from brlm.train.distributed import barrier, is_main_process
+    from brlm.train.distributed import barrier, is_main_process, rank_world
 
     master = is_main_process()
     if master:
@@ -87,7 +87,13 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
     tok = load_tokenizer(paths.tokenizer)
     if record is not None and master:
         record.set_hash("shards", shard_m["key"])
-    found = latest_good_checkpoint(paths.checkpoints, quiet=True) if resume else None
+    found = require_resumable(paths) if resume else None
+    train_tokens = open_shard(paths.shards / "train.bin")
+    bpt = bytes_per_token(tok, train_tokens)
+    if cfg.train.budget_bytes > 0:
+        cfg = with_byte_budget(cfg, bpt, rank_world()[1])
+        if master:
+            info(f"train: budget {cfg.train.budget_bytes:,} bytes at {bpt:.3f} bytes/token = {cfg.train.max_steps:,} steps")
     if master and found is not None:
         keep_metrics_until(paths.metrics, found[0])
     logger = JSONLLogger(paths.metrics, append=found is not None) if master else NullLogger()
@@ -96,7 +102,7 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
             logger.log_config(cfg.to_dict())
         summary = train(
             cfg,
-            open_shard(paths.shards / "train.bin"),
+            train_tokens,
             open_shard(paths.shards / "val.bin"),
             tok.vocab_size,
             paths.checkpoints,
@@ -106,9 +112,41 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
         )
     finally:
         logger.close()
+    summary.update(bytes_per_token=bpt, bytes_seen=int(round(summary["tokens_seen"] * bpt)))
     if master:
         write_json(paths.train_summary, summary)
     return summary
+
+
+def require_resumable(paths: RunPaths) -> tuple[int, dict[str, Any]] | None:
+    """The checkpoint `--resume` continues from (None: no checkpoint yet, start at step 0). When
+    there are checkpoints and none verifies, refuse: starting over would silently throw the run away."""
+    found = latest_good_checkpoint(paths.checkpoints, quiet=True)
+    if found is None and checkpoint_steps(paths.checkpoints):
+        raise BrlmError(f"{paths.checkpoints}: --resume found checkpoints but none verifies (corrupted or truncated); "
+                        "nothing was changed. Remove the checkpoints folder to train again from step 0")
+    return found
+
+
+def bytes_per_token(tok: Any, tokens: Any, chunk: int = 1 << 22) -> float:
+    """Mean UTF-8 bytes per token of a shard (special tokens count 0): what turns a token budget
+    into a byte budget, the same for a char and a subword tokenizer."""
+    import numpy as np
+
+    tb = np.asarray(tok.token_bytes(), dtype=np.int64)
+    total = sum(int(tb[np.asarray(tokens[i:i + chunk], dtype=np.int64)].sum()) for i in range(0, len(tokens), chunk))
+    return total / max(1, len(tokens))
+
+
+def with_byte_budget(cfg: RunConfig, bytes_per_tok: float, world: int = 1) -> RunConfig:
+    """cfg with train.max_steps set so that training sees train.budget_bytes bytes of text."""
+    import dataclasses
+    import math
+
+    tc = cfg.train
+    tokens_per_step = tc.batch_size * tc.grad_accum * world * cfg.model.block_size
+    steps = max(1, math.ceil(tc.budget_bytes / (bytes_per_tok * tokens_per_step)))
+    return dataclasses.replace(cfg, train=dataclasses.replace(tc, max_steps=steps))
 
 
 def stage_cost(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
@@ -140,20 +178,22 @@ def _check_cost(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
     return {}
 
 
-def _train(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
-    return stage_train(cfg, paths, RunRecord(paths))
+def _train(cfg: RunConfig, paths: RunPaths, resume: bool = False) -> dict[str, Any]:
+    return stage_train(cfg, paths, RunRecord(paths), resume=resume)
 
 
 STAGES: list[Stage] = [
     Stage("check", _check_cost),
     Stage("data", stage_data, record_hash=("data", "key")),
     Stage("tokenizer", stage_tokenizer, record_hash=("tokenizer", "sha256")),
-    Stage("train", _train, ranks="all"),
+    Stage("train", _train, ranks="all", resumable=True),
     Stage("cost", stage_cost),
     *EVALUATE_STAGES,
 ]
 
 
-def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run") -> bool:
-    """The pretraining workflow over one run folder; True on rank 0 when every stage finished."""
-    return run_workflow(STAGES, cfg, paths, command, write_config)
+def run_pipeline(cfg: RunConfig, paths: RunPaths, command: str = "brlm run", resume: bool = False) -> bool:
+    """The pretraining workflow over one run folder; True on rank 0 when every stage finished.
+    resume=True (`brlm run --resume`): training continues from its last good checkpoint, then every
+    later stage runs; data and tokenizer are reused (their inputs did not change)."""
+    return run_workflow(STAGES, cfg, paths, command, write_config, resume=resume)

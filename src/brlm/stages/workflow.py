@@ -10,13 +10,14 @@ with its error. The run record (`run.json`) says how the run ended and which has
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from brlm.errors import BrlmError
+from brlm.errors import BrlmError, ConfigError
 from brlm.io.files import write_text
-from brlm.io.run_folder import RunPaths, RunRecord
+from brlm.io.run_folder import RunLock, RunPaths, RunRecord
 from brlm.train.distributed import broadcast_from_main, compute_cleanup, compute_init
 
 StageFn = Callable[[Any, RunPaths], dict[str, Any]]
@@ -28,49 +29,87 @@ class Stage:
     fn: StageFn
     ranks: str = "main"  # "main": rank 0 only; "all": every rank (training under torchrun)
     record_hash: tuple[str, str] | None = None  # (name in run.json "hashes", key of the stage's result)
+    resumable: bool = False  # takes resume=True (`brlm run --resume`): continue from its last checkpoint
 
 
-def run_workflow(stages: list[Stage], cfg: Any, paths: RunPaths, command: str, write_config: Callable[[Any, RunPaths], None]) -> bool:
-    """Every stage in order; returns True on rank 0 (which goes on to the report), False elsewhere."""
+@contextlib.contextmanager
+def persisted_config(cfg: Any, paths: RunPaths, write_config: Callable[[Any, RunPaths], None]) -> Iterator[None]:
+    """Write config.yaml for the stages to read; if the work then rejects a config value
+    (ConfigError), put the previous config.yaml back (or remove it), so a rejected --set is not
+    kept and later commands do not fail on it."""
+    old = paths.config.read_text(encoding="utf-8") if paths.config.is_file() else None
+    write_config(cfg, paths)
+    try:
+        yield
+    except ConfigError:
+        if old is None:
+            paths.config.unlink(missing_ok=True)
+        else:
+            write_text(paths.config, old)
+        raise
+
+
+def run_workflow(stages: list[Stage], cfg: Any, paths: RunPaths, command: str, write_config: Callable[[Any, RunPaths], None],
+                 resume: bool = False) -> bool:
+    """Every stage in order; returns True on rank 0 (which goes on to the report), False elsewhere.
+    With resume=True the run record continues and resumable stages continue from their checkpoints.
+    Rank 0 holds the run folder's lock throughout (a second writer gets a one-line error)."""
     ddp, rank, _local, _world, _device = compute_init(cfg.train.device)
     master = rank == 0
     record = RunRecord(paths)
     first_all = next((i for i, s in enumerate(stages) if s.ranks == "all"), len(stages))
-    others_released = not ddp  # under torchrun the other ranks wait for rank 0's preparation stages
+    released = [not ddp]  # under torchrun the other ranks wait for rank 0's preparation stages
+    lock = RunLock(paths, command)
     try:
-        if master:
-            write_config(cfg, paths)
-            record.start(cfg.preset, cfg.scale, command)
         try:
-            for i, stage in enumerate(stages):
-                if i == first_all and ddp:
-                    if master:
-                        broadcast_from_main(None)  # the preparation stages are done
-                        others_released = True
+            if master:
+                lock.acquire()
+                with persisted_config(cfg, paths, write_config):
+                    if resume and record.data:
+                        record.resume(command)
                     else:
-                        error = broadcast_from_main(None)
-                        if error is not None:
-                            raise BrlmError(f"rank 0 failed before training: {error}")
-                if stage.ranks != "all" and not master:
-                    if i > first_all:
-                        return False
-                    continue
-                result = stage.fn(cfg, paths)
-                if master and stage.record_hash is not None:
-                    name, key = stage.record_hash
-                    record.set_hash(name, result[key])
+                        record.start(cfg.preset, cfg.scale, command)
+                    _run_stages(stages, cfg, paths, record, master, ddp, first_all, released, resume)
+            elif not _run_stages(stages, cfg, paths, record, master, ddp, first_all, released, resume):
+                return False
         except BaseException as e:
             msg = str(e) if isinstance(e, BrlmError) else f"{e.__class__.__name__}: {e}"
             if master:
-                if not others_released:
+                if not released[0]:
                     broadcast_from_main(msg or e.__class__.__name__)  # they stop with this error
-                record.finish("failed", error=msg or e.__class__.__name__)
-                if not isinstance(e, (BrlmError, KeyboardInterrupt)):
-                    write_text(paths.root / "error.txt", traceback.format_exc())
+                if lock.held:  # never write into a run folder another process holds
+                    interrupted = isinstance(e, KeyboardInterrupt)  # Ctrl-C / SIGTERM (training saved a checkpoint)
+                    record.finish("interrupted" if interrupted else "failed", error=msg or e.__class__.__name__)
+                    if not isinstance(e, (BrlmError, KeyboardInterrupt, OSError)):
+                        write_text(paths.root / "error.txt", traceback.format_exc())
             raise
     finally:
+        lock.release()
         compute_cleanup()
     if not master:
         return False
     record.finish("completed")
+    return True
+
+
+def _run_stages(stages: list[Stage], cfg: Any, paths: RunPaths, record: RunRecord, master: bool, ddp: bool,
+                first_all: int, released: list[bool], resume: bool) -> bool:
+    """The stages this rank runs; False when a rank > 0 stops after training."""
+    for i, stage in enumerate(stages):
+        if i == first_all and ddp:
+            if master:
+                broadcast_from_main(None)  # the preparation stages are done
+                released[0] = True
+            else:
+                error = broadcast_from_main(None)
+                if error is not None:
+                    raise BrlmError(f"rank 0 failed before training: {error}")
+        if stage.ranks != "all" and not master:
+            if i > first_all:
+                return False
+            continue
+        result = stage.fn(cfg, paths, resume=True) if resume and stage.resumable else stage.fn(cfg, paths)
+        if master and stage.record_hash is not None:
+            name, key = stage.record_hash
+            record.set_hash(name, result[key])
     return True

@@ -34,6 +34,7 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
     if not meta_path.is_file():
         raise BrlmError(f"{folder}: no tokenizer here (tokenizer.json missing); run `brlm tokenizer train` first")
     meta = read_json(meta_path)
+    verify_tokenizer(folder, meta)
     if meta.get("kind") == "spm":
         from brlm.tokenizers.spm import SentencePieceTokenizer
 
@@ -43,6 +44,24 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
 
         return CharTokenizer(folder / meta["model_file"])
     raise BrlmError(f"{meta_path}: unknown tokenizer kind {meta.get('kind')!r}; expected 'spm' or 'char'")
+
+
+def verify_tokenizer(folder: Path, meta: dict[str, Any]) -> None:
+    """The model file must be the one the tokenizer stage wrote: its SHA-256 against tokenizer.json
+    and the manifest. Another valid model swapped in would silently change every figure."""
+    from brlm.io.files import file_sha256, read_manifest
+
+    model = folder / str(meta.get("model_file", ""))
+    if not meta.get("model_file") or not model.is_file():
+        raise BrlmError(f"{model}: tokenizer model file missing (named by {folder / 'tokenizer.json'})")
+    expected = {meta.get("sha256"), (read_manifest(folder) or {}).get("sha256")} - {None}
+    if not expected:
+        return  # written before hashes were recorded
+    actual = file_sha256(model)
+    if actual not in expected or len(expected) > 1:
+        raise DataError(f"{model}: SHA-256 {actual[:12]} does not match the tokenizer's manifest "
+                        f"({', '.join(sorted(e[:12] for e in expected))}); the file was replaced or damaged. "
+                        "Retrain it with `brlm tokenizer train --force` (and the model after it)")
 
 
 def train_tokenizer(texts: Iterable[str], cfg: Any, out_dir: str | Path, data_key: str, force: bool = False,

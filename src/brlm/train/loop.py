@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import random
 import resource
 import signal
@@ -54,6 +55,11 @@ class TrainingInterrupted(KeyboardInterrupt):
     """SIGTERM / Ctrl-C: a checkpoint was saved; `--resume` continues from it."""
 
 
+
+
+def steps_for_epochs(epochs: float, n_windows: int, windows_per_step: int) -> int:
+    """Optimizer steps that show the model `epochs` passes over `n_windows` training windows."""
+    return max(1, math.ceil(epochs * n_windows / windows_per_step))
 
 
 def keep_metrics_until(path: str | Path, step: int) -> None:
@@ -197,11 +203,18 @@ def train(
 
     train_w = Windows(train_tokens, mc.block_size, tc.stride, name="train")
     val_w = Windows(val_tokens, mc.block_size, mc.block_size, name="validation")
+    if tc.epochs > 0:
+        # The seeds' budgets are epochs; brlm's loop counts steps. Same windows, same batch: same steps on resume.
+        tc = dataclasses.replace(tc, max_steps=steps_for_epochs(tc.epochs, len(train_w), tc.batch_size * tc.grad_accum * world))
+        cfg = dataclasses.replace(cfg, train=tc)
+        if master:
+            info(f"train: {tc.epochs:g} epochs of {len(train_w):,} windows = {tc.max_steps:,} steps")
     val_idx = fixed_indices(len(val_w), tc.eval_windows)
     # Every rank draws the same global batch and keeps its slice (rank r: rows r*B .. (r+1)*B).
     batches = ShuffledBatches(len(train_w), tc.batch_size * world, tc.seed)
 
     model = build_model(mc, vocab_size).to(device)
+    model.label_smoothing = tc.label_smoothing  # the models smooth only in training mode
     if ddp and rank > 0:
         torch.manual_seed(tc.seed + rank)  # different dropout masks per rank; weights come from rank 0
     optimizer = make_optimizer(model, tc, device.type)
@@ -393,6 +406,7 @@ def train(
         "n_params": n_params,
         "flops_per_token": fpt,
         "steps": steps_done,
+        "max_steps": tc.max_steps,
         "stopped_early": st["stopped_early"],
         "tokens_seen": st["tokens_seen"],
         "epochs": st["tokens_seen"] / max(1, len(train_tokens)),

@@ -13,7 +13,12 @@ from brlm.io.run_folder import RunPaths
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 2."""
+    """argparse, but a usage error is one line on stderr and exit code 2, and no flag prefixes
+    (sub-parsers made with parser_class=type(p) get the same)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
@@ -21,7 +26,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def parser(verb: str, description: str) -> ArgumentParser:
-    return ArgumentParser(prog=f"brlm {verb}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # allow_abbrev=False: `--run X` must never be read as a prefix of another flag (`--runs-dir`).
+    return ArgumentParser(prog=f"brlm {verb}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                          allow_abbrev=False)
 
 
 def add_config_args(p: argparse.ArgumentParser, preset_flag: bool = True) -> None:

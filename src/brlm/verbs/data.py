@@ -11,11 +11,14 @@ duplicates and excluded documents, split train/val/test by content hash, and wri
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 from brlm.config import CLEAN_PRESETS
-from brlm.io.run_folder import RunPaths
+from brlm.io.run_folder import RunLock, RunPaths
 from brlm.stages.pretrain import stage_data, write_config
+from brlm.stages.workflow import persisted_config
 from brlm.verbs.common import (
     add_config_args,
     add_run_arg,
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the corpora `brlm data get` knows")
     get = sub.add_parser("get", help="download a corpus of the catalogue into the cache")
     get.add_argument("name", help="catalogue name (see `brlm data list`)")
-    get.add_argument("--cache-dir", help="where to put it (default: $BRLM_CACHE or ~/.cache/brlm)")
+    get.add_argument("--cache-dir", help="where to put it (default: $BRLM_CACHE_DIR or ~/.cache/brlm)")
     get.add_argument("--url", help="download from this URL instead of the catalogue's (a mirror)")
     args = p.parse_args(argv)
     if args.action == "list":
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run) if args.run else None
     cfg = resolve_config(args, run_dir, extra)  # --clean's values first, so --set clean.x=y wins
     paths = RunPaths(run_dir or default_run_dir(cfg))
-    write_config(cfg, paths)
-    stage_data(cfg, paths, force=args.force)
+    with RunLock(paths, "brlm data " + shlex.join(argv if argv is not None else sys.argv[1:])), \
+            persisted_config(cfg, paths, write_config):  # a rejected value is not kept in config.yaml
+        stage_data(cfg, paths, force=args.force)
     print(paths.data)
     return 0

@@ -204,7 +204,9 @@ def _capacity(args: argparse.Namespace) -> tuple[float, str]:
 
 
 def cmd_fits(argv: list[str]) -> int:
-    p = parser("estimate fits", "Will this model train on this device with these settings, and which settings would make it fit?")
+    p = parser("estimate fits", "Will this model train on this device with these settings, and which settings would make it fit?\n\n"
+                                "Exit code (for scripts): 0 = fits as requested, 1 = does not fit (the answer, not an error), "
+                                "2 = bad input.")
     _memory_args(p)
     p.add_argument("--gpu", help=f"target GPU ({', '.join(GPUS)}); its VRAM is the limit")
     p.add_argument("--memory-gb", type=float, help="memory limit in GB instead of a GPU (default without --gpu: this machine's RAM)")

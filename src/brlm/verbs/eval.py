@@ -1,12 +1,16 @@
 """`brlm eval intrinsic RUN`: loss, perplexity, next-token accuracy, bits per byte and bits per
 character of a run's checkpoint on a fixed, hashed set of validation windows (per document
-category when the data has one); writes `<run>/eval.json`.
+category when the data has one); writes `<run>/eval.json` and prints a table (`--json`: one JSON
+object with bits_per_byte, bits_per_char, loss, accuracy, tokens, bytes, for scripts).
+With `--text FILE` it scores any text `brlm data prepare` reads (.txt/.jsonl/.jsonl.gz/.csv or a
+folder), cleaned with the run's own cleaning config, on fixed windows -> `<run>/eval_text.json`.
 `brlm eval extrinsic build|run|rescore`: task sets, models answering them, metrics from saved outputs (brlm/verbs/extrinsic.py).
 `brlm eval guardrails RUN`: byte-fallback and short-piece ratios, repetition and unseen words on
 the standard prompts x several seeds, with pass/fail; writes `<run>/guardrails.json`.
 
     brlm eval intrinsic runs/demo --checkpoint last --set eval.max_windows=1000
     brlm eval intrinsic runs/demo --hf exported/demo-hf     # a Hugging Face model folder, offline
+    brlm eval intrinsic runs/demo --text outro_corpus.jsonl.gz --text-field text --json
     brlm eval guardrails runs/demo --seeds 5 --max-short-piece 0.12
 """
 
@@ -32,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("run", help="run folder")
     ev.add_argument("--checkpoint", default="best", help="'best', 'last' or a step number (default: best)")
     ev.add_argument("--hf", metavar="DIR", help="score a Hugging Face model folder (offline) on the run's validation data instead")
-    ev.add_argument("--out", help="output JSON (default: <run>/eval.json; with --hf, <run>/eval_hf.json)")
+    ev.add_argument("--text", metavar="FILE", help="score this text instead of the run's validation split (any source "
+                    "`brlm data prepare` reads), cleaned with the run's cleaning config")
+    ev.add_argument("--text-field", default="text", help="JSON field / CSV column with the text of --text (default: text)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object (bits_per_byte, bits_per_char, loss, accuracy, "
+                    "tokens, bytes) instead of the table")
+    ev.add_argument("--out", help="output JSON (default: <run>/eval.json; --hf: eval_hf.json; --text: eval_text.json, "
+                    "eval_hf_text.json)")
     ev.add_argument("--quantize", choices=("int8",), help="score the dynamic-int8 model (CPU) -> <run>/eval_int8.json")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval settings")
     sub.add_parser("extrinsic", help="QA / summarization / rewriting: `brlm eval extrinsic --help` (build, run, rescore)", add_help=False)
@@ -56,6 +66,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = resolve_config(args, paths.root)
     result = stage_eval(cfg, paths, checkpoint=args.checkpoint, hf=args.hf, out=Path(args.out) if args.out else None,
-                        quantize=args.quantize)
-    print(json.dumps(result, indent=2))
+                        text=args.text, text_field=args.text_field, quantize=args.quantize)
+    if args.json:
+        print(json.dumps({k: result.get(k) for k in MACHINE_KEYS}))
+    else:
+        print(intrinsic_table(result))
     return 0
+
+
+MACHINE_KEYS = ("bits_per_byte", "bits_per_char", "loss", "accuracy", "perplexity", "tokens", "bytes", "windows", "file")
+
+
+def intrinsic_table(result: dict) -> str:
+    """The figures people read first, then one line per document category (if any)."""
+    def f(x, fmt=".4f"):
+        return "—" if x is None else format(x, fmt)
+
+    head = "| | bits/byte | bits/char | loss (nats/token) | ppl | accuracy | tokens | bytes |\n|---|---|---|---|---|---|---|---|"
+    rows = [("total", result)] + sorted((result.get("categories") or {}).items())
+    lines = [head] + [f"| {name} | {f(r.get('bits_per_byte'))} | {f(r.get('bits_per_char'))} | {f(r.get('loss'))} | "
+                      f"{f(r.get('perplexity'), '.2f')} | {f(r.get('accuracy'))} | {f(r.get('tokens'), ',')} | "
+                      f"{f(r.get('bytes'), ',')} |" for name, r in rows]
+    source = result.get("text_source") or "validation split"
+    lines.append(f"\n{result.get('windows')} windows of {result.get('block_size')} tokens (stride {result.get('stride')}) "
+                 f"from {source}; checkpoint {result.get('checkpoint')}; written to {result.get('file')}")
+    return "\n".join(lines)

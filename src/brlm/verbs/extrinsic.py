@@ -34,14 +34,14 @@ from brlm.eval.extrinsic.rescore import Rescored, paired_scores, rescore_file
 from brlm.eval.extrinsic.stats import compare_paired
 from brlm.eval.extrinsic.tasks import build_sets, write_sets
 from brlm.io.logging import info
+from brlm.verbs.common import ArgumentParser
 
 MAIN_METRIC = {"qa": "f1", "summarization": "rouge_l", "rewriting": "rouge_l"}
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="brlm eval extrinsic", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="action", required=True)
+    p = ArgumentParser(prog="brlm eval extrinsic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True, parser_class=ArgumentParser)
     b = sub.add_parser("build", help="draw QA / summarization / rewriting sets from instruction JSONL")
     b.add_argument("--from", dest="source", required=True, metavar="FILE",
                    help="instruction JSONL (fields instruction, input, output), e.g. Canarim")

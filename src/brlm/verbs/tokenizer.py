@@ -16,12 +16,15 @@ brlm tokenizers, run folders and foreign SentencePiece .model files.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from brlm.errors import BrlmError
 from brlm.io.files import write_json
-from brlm.io.run_folder import RunPaths
+from brlm.io.run_folder import RunLock, RunPaths
 from brlm.stages.pretrain import stage_tokenizer, write_config
+from brlm.stages.workflow import persisted_config
 from brlm.verbs.common import (
     add_config_args,
     add_run_arg,
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run) if args.run else None
     cfg = resolve_config(args, run_dir, extra)
     paths = RunPaths(run_dir or default_run_dir(cfg))
-    write_config(cfg, paths)
-    stage_tokenizer(cfg, paths, force=args.force)
+    with RunLock(paths, "brlm tokenizer " + shlex.join(argv if argv is not None else sys.argv[1:])), \
+            persisted_config(cfg, paths, write_config):  # a rejected value is not kept in config.yaml
+        stage_tokenizer(cfg, paths, force=args.force)
     print(paths.tokenizer)
     return 0
