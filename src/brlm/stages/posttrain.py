@@ -18,7 +18,6 @@ The run folder says what it is in posttrain.json; `brlm report` renders report.m
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -26,7 +25,16 @@ from typing import Any
 
 from brlm.config.posttrain import PosttrainConfig
 from brlm.errors import BrlmError, DataError
-from brlm.io.files import file_sha256, is_fresh, read_json, read_manifest, stage_key, write_json, write_manifest, write_text
+from brlm.io.files import (
+    file_sha256,
+    is_fresh,
+    read_json,
+    read_manifest,
+    stage_key,
+    write_json,
+    write_manifest,
+    write_text,
+)
 from brlm.io.logging import JSONLLogger, NullLogger, info
 from brlm.io.machine import resolve_device
 from brlm.io.run_folder import RunPaths
