@@ -144,6 +144,8 @@ def _train(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
     return stage_train(cfg, paths, RunRecord(paths))
 
 
+ROOT = RunConfig
+
 STAGES: list[Stage] = [
     Stage("check", _check_cost),
     Stage("data", stage_data, record_hash=("data", "key")),

@@ -30,9 +30,11 @@ class Stage:
     record_hash: tuple[str, str] | None = None  # (name in run.json "hashes", key of the stage's result)
 
 
-def run_workflow(stages: list[Stage], cfg: Any, paths: RunPaths, command: str, write_config: Callable[[Any, RunPaths], None]) -> bool:
-    """Every stage in order; returns True on rank 0 (which goes on to the report), False elsewhere."""
-    ddp, rank, _local, _world, _device = compute_init(cfg.train.device)
+def run_workflow(stages: list[Stage], cfg: Any, paths: RunPaths, command: str, write_config: Callable[[Any, RunPaths], None],
+                 device: str | None = None) -> bool:
+    """Every stage in order; returns True on rank 0 (which goes on to the report), False elsewhere.
+    `device` defaults to the config's train.device."""
+    ddp, rank, _local, _world, _device = compute_init(device or cfg.train.device)
     master = rank == 0
     record = RunRecord(paths)
     first_all = next((i for i, s in enumerate(stages) if s.ranks == "all"), len(stages))

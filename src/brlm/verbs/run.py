@@ -4,6 +4,7 @@
     brlm run demo --scale tiny          # seconds; what the tests run
     brlm run --config runs/demo/config.yaml --name demo-again   # repeat a run from its config
     brlm run gpt2-vs-moe --scale tiny   # a multi-run preset: one folder per variant + comparison.md
+    brlm run track2 --scale tiny        # from scratch vs adapt: base -> QLoRA CPT -> SFT -> DPO, one report
 
 A preset with a `runs:` section (name -> overrides of the preset's config, optionally with their
 own `scales:`) is a comparison: each variant runs in its own process (so peak memory is its own)
@@ -27,7 +28,7 @@ from brlm.io.files import read_json, write_json, write_text
 from brlm.io.logging import info
 from brlm.io.run_folder import RunPaths
 from brlm.runs.report import render_report
-from brlm.stages import preset_workflow, workflow_module
+from brlm.stages import config_workflow, preset_workflow, workflow_module
 from brlm.verbs.common import add_config_args, maybe_list_keys, parser, resolve_config
 
 
@@ -102,13 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     p.add_argument("--variant", help="run only this variant of a multi-run preset (one with a 'runs:' section)")
     args = p.parse_args(argv)
-    if maybe_list_keys(args):
+    if args.config and not args.preset:
+        workflow_name = config_workflow(args.config)
+    else:
+        workflow_name = preset_workflow(args.preset or ("demo" if not args.config else None))
+    workflow = workflow_module(workflow_name)
+    if maybe_list_keys(args, workflow.ROOT):
         return 0
     if args.config and args.preset:
         p.error("give a preset or --config, not both")
     if not args.config:
         args.preset = args.preset or "demo"
-    if args.preset and not args.variant and preset_variants(args.preset):
+    if args.preset and not args.variant and workflow_name == "pretrain" and preset_variants(args.preset):
         name = args.name or (args.preset if args.scale is None else f"{args.preset}-{args.scale}")
         parent = Path(args.runs_dir) / name
         table = run_variants(args.preset, args, parent)
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.variant and (not args.preset or args.config):
         p.error("--variant needs a preset")
-    cfg = resolve_config(args)  # with --variant: that variant of the preset
+    cfg = resolve_config(args, root=workflow.ROOT)  # with --variant: that variant of the preset
     if args.name:
         name = args.name
     elif args.config:
@@ -125,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name = cfg.preset if args.scale is None else f"{cfg.preset}-{cfg.scale}"
     paths = RunPaths(Path(args.runs_dir) / name)
-    workflow = workflow_module(preset_workflow(None if args.config else args.preset))
     if workflow.run_pipeline(cfg, paths, command="brlm run " + shlex.join(argv if argv is not None else sys.argv[1:])):
         report = render_report(paths.root)  # rank 0 only: the other ranks under torchrun only train
         info(f"report: {report}")
