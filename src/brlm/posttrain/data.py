@@ -265,15 +265,26 @@ def targets_from_mask(ids: list[int], learned: list[bool]) -> list[int]:
     return out + [IGNORE] if ids else []
 
 
-def fit_length(ids: list[int], learned: list[bool], seq_len: int, policy: str, counts: DataCounts) -> tuple[list[int], list[bool]] | None:
-    """Truncate (keep the start) or skip an example longer than seq_len; counted either way."""
+def fit_length(ids: list[int], learned: list[bool], seq_len: int, policy: str, counts: DataCounts) -> tuple[list[int], list[bool], bool] | None:
+    """Keep the start of an example longer than seq_len ('truncate'), or drop it ('skip', counted).
+    Returns (ids, learned, truncated) or None."""
     if len(ids) <= seq_len:
-        return ids, learned
+        return ids, learned, False
     if policy == "skip":
         counts.add("skipped_too_long")
         return None
-    counts.add("truncated")
-    return ids[:seq_len], learned[:seq_len]
+    return ids[:seq_len], learned[:seq_len], True
+
+
+def _finish(ids: list[int], learned: list[bool], truncated: bool, counts: DataCounts) -> Example | None:
+    """The example, counting a truncation; None (counted) when truncation left no response."""
+    ex = Example(ids, targets_from_mask(ids, learned))
+    if ex.n_labels == 0:
+        counts.add("no_response_left_after_truncation" if truncated else "no_response")
+        return None
+    if truncated:
+        counts.add("truncated")
+    return ex
 
 
 def sft_example(record: dict[str, Any], fmt: str, fc: FinetuneConfig, pc: PairsConfig, formatter: Formatter,
@@ -287,13 +298,7 @@ def sft_example(record: dict[str, Any], fmt: str, fc: FinetuneConfig, pc: PairsC
         return None
     ids, learned = formatter.tokenize(formatter.segments(messages, fmt, where))
     fitted = fit_length(ids, learned, fc.seq_len, fc.too_long, counts)
-    if fitted is None:
-        return None
-    ex = Example(fitted[0], targets_from_mask(*fitted))
-    if ex.n_labels == 0:
-        counts.add("no_response_left_after_truncation")
-        return None
-    return ex
+    return None if fitted is None else _finish(*fitted, counts)
 
 
 def dpo_example(record: dict[str, Any], fc: FinetuneConfig, pc: PairsConfig, formatter: Formatter,
@@ -313,11 +318,8 @@ def dpo_example(record: dict[str, Any], fc: FinetuneConfig, pc: PairsConfig, for
         msgs = system + [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
         ids, learned = formatter.tokenize(formatter.segments(msgs, "instruction", where))
         fitted = fit_length(ids, learned, fc.seq_len, fc.too_long, counts)
-        if fitted is None:
-            return None
-        ex = Example(fitted[0], targets_from_mask(*fitted))
-        if ex.n_labels == 0:
-            counts.add("no_response_left_after_truncation")
+        ex = None if fitted is None else _finish(*fitted, counts)
+        if ex is None:
             return None
         out.append(ex)
     return out[0], out[1]

@@ -20,7 +20,6 @@ another base is a BrlmError saying which base it needs, before PEFT sees mismatc
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import shutil
@@ -35,9 +34,9 @@ from brlm.config.posttrain import FinetuneConfig, LoraConfig, PosttrainConfig, Q
 from brlm.errors import BrlmError, ConfigError
 from brlm.io.files import read_json, write_json
 from brlm.io.logging import info
+from brlm.models.adapters import ADAPTER_META, attach_adapter, base_fingerprint, unwrap  # noqa: F401 (used by the trainer)
 from brlm.posttrain import deps
 
-ADAPTER_META = "brlm_adapter.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -240,7 +239,8 @@ def lora_targets(model: nn.Module, lc: LoraConfig) -> str | list[str]:
         return "all-linear"
     wanted = [t.strip() for t in lc.target_modules.split(",") if t.strip()]
     have = linear_module_names(model)
-    unknown = [t for t in wanted if t not in have]
+    head = [n.split(".")[-1] for n, m in model.named_modules() if n and m is model.get_output_embeddings()]
+    unknown = [t for t in wanted if t not in have + head]  # the head only when named (all-linear leaves it out)
     if unknown:
         raise ConfigError(f"lora.target_modules: {', '.join(unknown)} not in this model; its linear modules are "
                           f"{', '.join(have)} (or use all-linear)")
@@ -268,7 +268,7 @@ def build_model(folder: Path, cfg: PosttrainConfig, device: torch.device) -> nn.
 
 def hf_model(model: nn.Module) -> nn.Module:
     """The transformers model under a PEFT wrapper (the model itself otherwise)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    return unwrap(model)
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
@@ -279,37 +279,6 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------------
 # Fingerprints, adapters, merge
-
-
-def base_fingerprint(model: nn.Module) -> dict[str, Any]:
-    """What identifies a base for its adapters: architecture, sizes and a hash of its first embedding rows."""
-    hf = hf_model(model)
-    cfg = hf.config
-    emb = hf.get_input_embeddings().weight
-    rows = emb[: min(64, emb.shape[0])].detach().to("cpu", torch.bfloat16).float().contiguous()
-    return {
-        "model_type": getattr(cfg, "model_type", None),
-        "vocab_size": int(emb.shape[0]),
-        "hidden_size": int(emb.shape[1]),
-        "num_layers": getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None),
-        "embedding_sha256": hashlib.sha256(rows.numpy().tobytes()).hexdigest(),
-    }
-
-
-def check_fingerprint(adapter_dir: Path, model: nn.Module, base_label: str) -> dict[str, Any]:
-    """The adapter's brlm_adapter.json if the base matches; else a BrlmError saying which base it needs."""
-    meta_path = adapter_dir / ADAPTER_META
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise BrlmError(f"--adapter {adapter_dir}: not a PEFT adapter folder (adapter_config.json missing)")
-    meta = read_json(meta_path) if meta_path.is_file() else {}
-    want = meta.get("base_fingerprint")
-    if want is not None:
-        have = base_fingerprint(model)
-        if have != want:
-            diff = [k for k in want if want.get(k) != have.get(k)]
-            raise BrlmError(f"--adapter {adapter_dir}: trained on a different base ({meta.get('base', '?')}); "
-                            f"{base_label} differs in {', '.join(diff)}: pass the base it was trained on")
-    return meta
 
 
 @contextlib.contextmanager
@@ -341,16 +310,6 @@ def save_trained(model: nn.Module, out: Path, tok: Any, meta: dict[str, Any]) ->
         if not hasattr(model, "peft_config"):
             tok.save_pretrained(str(tmp))
         write_json(tmp / ADAPTER_META, meta)
-
-
-def attach_adapter(model: nn.Module, adapter_dir: Path, base_label: str, trainable: bool = False) -> nn.Module:
-    peft = deps.peft()
-    check_fingerprint(adapter_dir, model, base_label)
-    try:
-        return peft.PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise BrlmError(f"--adapter {adapter_dir}: cannot apply it to {base_label} ({e.__class__.__name__}: "
-                        f"{str(e).splitlines()[0][:200]})") from None
 
 
 def merge_adapter(base_folder: Path, adapter_dir: Path, out: Path, cfg: PosttrainConfig) -> dict[str, Any]:

@@ -51,11 +51,20 @@ def _validation_tokens(cfg: RunConfig, paths: RunPaths, lm: LoadedModel) -> tupl
 
 
 def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: str | Path | None = None,
-               out: Path | None = None) -> dict[str, Any]:
+               out: Path | None = None, adapter: str | Path | None = None) -> dict[str, Any]:
     """Intrinsic metrics on a fixed, hashed set of validation windows: the run's checkpoint, or
-    with `hf` a Hugging Face folder scored on the run's validation documents (-> eval_hf.json)."""
+    with `hf` a Hugging Face folder scored on the run's validation documents (-> eval_hf.json);
+    with `adapter`, that model with a PEFT adapter applied (-> eval_adapter.json)."""
     device = resolve_device(cfg.train.device)
-    if hf is not None:
+    if adapter is not None:
+        from brlm.infer.load import load_with_adapter
+
+        if hf is None and read_manifest(paths.shards) is None:
+            raise BrlmError(f"{paths.shards}: no shards here yet; run `brlm train` for this run first")
+        lm = load_with_adapter(hf if hf is not None else paths.root, adapter, checkpoint, device)
+        if hf is not None:
+            lm.meta["kind"] = "hf"
+    elif hf is not None:
         val_jsonl = paths.data / "val.jsonl"
         if not val_jsonl.is_file():
             raise BrlmError(f"{val_jsonl}: no validation split; run `brlm data prepare` for this run first")
@@ -83,9 +92,10 @@ def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: st
         windows_sha256=windows_sha,
         tokenizer_sha256=lm.meta.get("tokenizer_sha256"),
     )
-    write_json(out or (paths.root / "eval_hf.json" if hf is not None else paths.eval), result)
+    default = paths.root / ("eval_adapter.json" if adapter is not None else "eval_hf.json" if hf is not None else "eval.json")
+    write_json(out or default, result)
     info(
-        f"eval{' (hf)' if hf is not None else ''}: loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | "
+        f"eval{' (adapter)' if adapter is not None else ' (hf)' if hf is not None else ''}: loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | "
         f"acc {result['accuracy']:.4f} | bits/byte {result['bits_per_byte']:.4f} | bits/char {result['bits_per_char']:.4f} "
         f"on {result['windows']} windows ({result['tokens_per_s'] or 0:,.0f} tokens/s)"
     )
@@ -112,18 +122,22 @@ def read_prompts(source: str) -> list[str]:
 
 
 def stage_sample(cfg: RunConfig, paths: RunPaths, prompts: list[str] | None = None, checkpoint: str = "best",
-                 out: Path | None = None) -> dict[str, Any]:
-    """Continuations of the prompts (default: the standard ones) -> samples.json; returns {"samples": rows}."""
+                 out: Path | None = None, adapter: str | Path | None = None) -> dict[str, Any]:
+    """Continuations of the prompts (default: the standard ones) -> samples.json; returns {"samples": rows}.
+    With `adapter` the model is the run (or Hugging Face folder) with that PEFT adapter applied."""
+    from brlm.infer.load import load_model
+
     sc = cfg.sample
     device = resolve_device(cfg.train.device)
-    lm = load_run(paths.root, checkpoint, device)
+    lm = load_model(paths.root, checkpoint, device, adapter=adapter) if adapter is not None else load_run(paths.root, checkpoint, device)
     model, tok, meta = lm.model, lm.tokenizer, lm.meta
     rows = generate_samples(model, tok, prompts if prompts is not None else read_prompts(sc.prompts), sc, device=device)
     results = []
     for row in rows:
         row.pop("ids", None)
         results.append({**row, "checkpoint_step": meta["step"]})
-    write_json(out or paths.samples, results)
+    if out is not None or adapter is None:
+        write_json(out or paths.samples, results)
     return {"samples": results}
 
 

@@ -6,6 +6,7 @@ the standard prompts x several seeds, with pass/fail; writes `<run>/guardrails.j
 
     brlm eval intrinsic runs/demo --checkpoint last --set eval.max_windows=1000
     brlm eval intrinsic runs/demo --hf exported/demo-hf     # a Hugging Face model folder, offline
+    brlm eval intrinsic runs/demo --adapter runs/cpt-tiny/adapter   # the run's model + a LoRA adapter
     brlm eval guardrails runs/demo --seeds 5 --max-short-piece 0.12
 """
 
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("run", help="run folder")
     ev.add_argument("--checkpoint", default="best", help="'best', 'last' or a step number (default: best)")
     ev.add_argument("--hf", metavar="DIR", help="score a Hugging Face model folder (offline) on the run's validation data instead")
-    ev.add_argument("--out", help="output JSON (default: <run>/eval.json; with --hf, <run>/eval_hf.json)")
+    ev.add_argument("--adapter", metavar="DIR", help="apply this PEFT adapter (or post-training run) to the run's model, or to --hf")
+    ev.add_argument("--out", help="output JSON (default: <run>/eval.json; with --hf, eval_hf.json; with --adapter, eval_adapter.json)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval settings")
     gr = sub.add_parser("guardrails", help="readability guardrails on generated samples (pass/fail)")
     gr.add_argument("run", help="run folder")
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["aggregate"], indent=2))
         return 0
     cfg = resolve_config(args, paths.root)
-    result = stage_eval(cfg, paths, checkpoint=args.checkpoint, hf=args.hf, out=Path(args.out) if args.out else None)
+    result = stage_eval(cfg, paths, checkpoint=args.checkpoint, hf=args.hf, out=Path(args.out) if args.out else None,
+                        adapter=args.adapter)
     print(json.dumps(result, indent=2))
     return 0
