@@ -45,7 +45,7 @@ def test_lora_all_linear_and_unknown_targets(base):
     from brlm.posttrain.model import build_model, linear_module_names
 
     model = build_model(base, cfg_with("finetune.method=lora"), torch.device("cpu"))
-    wrapped = {n.split(".")[-2] for n, _ in model.named_parameters() if "lora_A" in n}
+    wrapped = {n.split(".lora_A")[0].split(".")[-1] for n, _ in model.named_parameters() if "lora_A" in n}
     names = linear_module_names(model.get_base_model())
     assert set(names) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert wrapped == set(names)  # all-linear: every linear layer but the head
@@ -81,9 +81,10 @@ def test_qlora_is_nf4_with_double_quant_and_trains_like_its_dequantised_twin(bas
 
     twin = build_model(base, cfg_with("finetune.method=lora"), torch.device("cpu"))
     with torch.no_grad():
-        for (_, q), (_, p) in zip(model.named_modules(), twin.named_modules()):
+        plain = dict(twin.named_modules())
+        for name, q in model.named_modules():
             if isinstance(q, bnb.nn.Linear4bit):
-                p.base_layer.weight.copy_(bnb.functional.dequantize_4bit(q.weight.data, q.weight.quant_state))
+                plain[name].weight.copy_(bnb.functional.dequantize_4bit(q.weight.data, q.weight.quant_state))
         for (k, a), (_, b) in zip(model.named_parameters(), twin.named_parameters()):
             if "lora_" in k:
                 b.copy_(a)

@@ -200,7 +200,7 @@ class Formatter:
                 f"tokenizer_config.json (a brlm export has a PT-BR one) or use instruction records with pairs.template=plain")
 
     def encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"] if text else []
+        return self.tok(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
 
     def segments(self, messages: list[dict[str, str]], fmt: str, where: str) -> list[tuple[str, bool]]:
         """(text, learned) pieces whose concatenation is the whole conversation."""
@@ -327,7 +327,7 @@ def dpo_example(record: dict[str, Any], fc: FinetuneConfig, pc: PairsConfig, for
 
 def document_examples(text: str, tok: Any, seq_len: int, counts: DataCounts) -> list[Example]:
     """A raw-text document (tokenizer prefix + text + eos) in chunks of at most seq_len tokens."""
-    ids = tok(text, add_special_tokens=True)["input_ids"] + [tok.eos_token_id]
+    ids = tok(text, add_special_tokens=True, verbose=False)["input_ids"] + [tok.eos_token_id]  # long: chunked below
     chunks = [ids[i : i + seq_len] for i in range(0, len(ids), seq_len)]
     if len(chunks) > 1:
         counts.add("documents_split", 1)

@@ -208,10 +208,11 @@ def linear_module_names(model: nn.Module) -> list[str]:
     names = set()
     for name, m in model.named_modules():
         kind = type(m).__name__
-        if m is head or not name:
-            continue
-        if isinstance(m, nn.Linear) or kind in ("Linear4bit", "Linear8bitLt", "Conv1D"):
-            names.add(name.split(".")[-1])
+        parts = name.split(".")
+        if m is head or not name or any(p.startswith("lora_") or p == "base_layer" for p in parts):
+            continue  # the pieces inside a LoRA layer are not targets of their own
+        if isinstance(m, nn.Linear) or kind in ("Linear4bit", "Linear8bitLt", "Conv1D") or hasattr(m, "base_layer"):
+            names.add(parts[-1])
     return sorted(names)
 
 
@@ -257,13 +258,17 @@ def add_lora(model: nn.Module, lc: LoraConfig) -> nn.Module:
 
 def build_model(folder: Path, cfg: PosttrainConfig, device: torch.device) -> nn.Module:
     """The model to train: the base (quantised for qlora), prepared, with adapters unless method=full."""
+    import warnings
+
     model = load_base(folder, cfg, device)
     model = prepare_for_training(model, cfg)
     if cfg.finetune.method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    return add_lora(model, cfg.lora)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PEFT asks is_gradient_checkpointing (renamed in transformers 5)
+        return add_lora(model, cfg.lora)
 
 
 def hf_model(model: nn.Module) -> nn.Module:

@@ -41,7 +41,7 @@ def _train_args(p) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value; repeatable (see --list-keys)")
     p.add_argument("--list-keys", action="store_true", help="list every post-training config key with its default and exit")
-    p.add_argument("--run", dest="run_dir", help="run folder (default: <runs-dir>/<preset>-<scale>)")
+    p.add_argument("--run", "--run-dir", dest="run_dir", help="run folder (default: <runs-dir>/<preset>-<scale>; --run-dir under torchrun)")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     p.add_argument("--resume", action="store_true", help="continue training from the run's newest good checkpoint")
 
