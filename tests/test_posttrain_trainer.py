@@ -85,7 +85,8 @@ def test_adapter_loads_in_sample_and_eval_and_merge(sft_run, base, tmp_path):
     assert "<|usuario|>" in proc.stdout
     other = make_hf_base(tmp_path / "other", seed=3)
     bad = run_cli("sample", str(other), "--adapter", str(run / "adapter"), "--prompt", "Oi", "--max-new-tokens", "2")
-    assert bad.returncode == 2 and "trained on a different base" in bad.stderr and bad.stderr.count("\n") == 1
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("brlm sample: error")]
+    assert bad.returncode == 2 and len(errors) == 1 and "trained on a different base" in errors[0]
     run_cli("finetune", "merge", str(run), check=True)
     assert (run / "merged" / "model.safetensors").is_file() and (run / "merged" / "tokenizer.json").is_file()
 
