@@ -150,8 +150,8 @@ def test_dpo_runs_and_prefers_chosen(base, tmp_path):
     ev = json.loads((run / "eval.json").read_text())
     assert ev["task"] == "dpo"
     a, b = ev["adapted"], ev["base"]
-    assert a["preference_accuracy"] >= b["preference_accuracy"] and a["mean_logp_margin"] > b["mean_logp_margin"]
-    assert 0 <= a["reward_accuracy"] <= 1 and a["loss"] < 0.6932  # below log 2: the policy moved from the reference
+    assert a["mean_logp_margin"] > b["mean_logp_margin"]  # DPO widens chosen - rejected against the reference
+    assert b["loss"] == pytest.approx(0.693147, abs=1e-5) and a["loss"] < b["loss"] and a["reward_accuracy"] > 0.5
     rows = read_metrics(run / "metrics.jsonl")
     assert any("reward_accuracy" in r for r in rows) and any("val_reward_accuracy" in r for r in rows)
 

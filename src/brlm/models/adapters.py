@@ -80,11 +80,15 @@ def check_fingerprint(adapter_dir: Path, model: nn.Module, base_label: str) -> d
 
 def attach_adapter(model: nn.Module, adapter: str | Path, base_label: str, trainable: bool = False) -> nn.Module:
     """`model` with the adapter applied (a PeftModel), after checking the adapter's base fingerprint."""
+    import warnings
+
     peft = _peft()
     adapter_dir = adapter_folder(adapter)
     check_fingerprint(adapter_dir, model, base_label)
     try:
-        return peft.PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # PEFT asks is_gradient_checkpointing (renamed in transformers 5)
+            return peft.PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise BrlmError(f"--adapter {adapter_dir}: cannot apply it to {base_label} ({e.__class__.__name__}: "
                         f"{str(e).splitlines()[0][:200]})") from None

@@ -64,17 +64,22 @@ def token_figures(loss_fn: CausalLMLoss, rows: Rows, picks: list[int], pad: int,
 @torch.no_grad()
 def preference_figures(loss_fn: CausalLMLoss, rows: Rows, picks: list[int], pad: int, batch_size: int,
                        device: torch.device) -> dict[str, Any]:
-    """Share of pairs where log p(chosen) > log p(rejected), and the mean log-ratio."""
-    wins = 0
+    """Share of pairs where log p(chosen) > log p(rejected), in total and per token (short rejected
+    answers win the total by length alone), and the mean log-ratio."""
+    wins = wins_per_token = 0
     ratio = 0.0
     for s in range(0, len(picks), batch_size):
         b = rows.batch(picks[s:s + batch_size], pad).to(device)
         k = b.input_ids.size(0) // 2
         logps = loss_fn.sequence_logps(b.input_ids, b.targets, b.position_ids).double()
+        n = (b.targets != IGNORE_INDEX).sum(dim=1).double()
         d = logps[:k] - logps[k:]
         wins += int((d > 0).sum())
+        wins_per_token += int((logps[:k] / n[:k] > logps[k:] / n[k:]).sum())
         ratio += float(d.sum())
-    return {"preference_accuracy": wins / max(len(picks), 1), "mean_logp_margin": ratio / max(len(picks), 1), "pairs": len(picks)}
+    n_pairs = max(len(picks), 1)
+    return {"preference_accuracy": wins / n_pairs, "preference_accuracy_per_token": wins_per_token / n_pairs,
+            "mean_logp_margin": ratio / n_pairs, "pairs": len(picks)}
 
 
 def compare(model: torch.nn.Module, rows: Rows, tok: Any, task: str, pad: int, batch_size: int, device: torch.device,
@@ -108,6 +113,8 @@ def compare(model: torch.nn.Module, rows: Rows, tok: Any, task: str, pad: int, b
             else:
                 with model.disable_adapter():
                     out["base"] = figures(model)
+            if task == "dpo":  # the base is its own reference: every implicit reward is 0
+                out["base"].update(loss=math.log(2), reward_accuracy=0.0, reward_margin=0.0)
     finally:
         model.train(was)
     return out

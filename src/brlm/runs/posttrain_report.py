@@ -28,14 +28,19 @@ def figures_table(r: Report, ev: dict[str, Any]) -> None:
     task = ev.get("task")
     b, a = ev.get("base") or {}, ev.get("adapted") or {}
     if task == "dpo":
-        rows = [["escolhida mais provável que a rejeitada", _fmt(b.get("preference_accuracy")), _fmt(a.get("preference_accuracy")),
-                 _delta(b.get("preference_accuracy"), a.get("preference_accuracy"))],
+        rows = [["loss DPO (referência = base)", _fmt(b.get("loss")), _fmt(a.get("loss")), _delta(b.get("loss"), a.get("loss"), 4)],
+                ["acurácia de recompensa", _fmt(b.get("reward_accuracy")), _fmt(a.get("reward_accuracy")),
+                 _delta(b.get("reward_accuracy"), a.get("reward_accuracy"))],
                 ["margem média log p(escolhida) − log p(rejeitada)", _fmt(b.get("mean_logp_margin"), 3), _fmt(a.get("mean_logp_margin"), 3),
                  _delta(b.get("mean_logp_margin"), a.get("mean_logp_margin"))],
-                ["loss DPO (referência = base)", "—", _fmt(a.get("loss")), "—"],
-                ["acurácia de recompensa", "—", _fmt(a.get("reward_accuracy")), "—"]]
+                ["escolhida mais provável (por token)", _fmt(b.get("preference_accuracy_per_token")),
+                 _fmt(a.get("preference_accuracy_per_token")),
+                 _delta(b.get("preference_accuracy_per_token"), a.get("preference_accuracy_per_token"))],
+                ["escolhida mais provável (total)", _fmt(b.get("preference_accuracy")), _fmt(a.get("preference_accuracy")),
+                 _delta(b.get("preference_accuracy"), a.get("preference_accuracy"))]]
         r.table(["métrica", "base", "adaptado", "diferença"], rows)
-        r.p(f"{_fmt(ev.get('rows'))} pares de validação.")
+        r.p(f"{_fmt(ev.get('rows'))} pares de validação. Na base, política e referência coincidem: loss ln 2 e recompensas 0. "
+            "A comparação total favorece respostas curtas; a por token não.")
         return
     what = "perplexidade só das respostas" if task == "sft" else "perplexidade (texto bruto)"
     rows = [[what, _fmt(b.get("perplexity"), 3), _fmt(a.get("perplexity"), 3), _delta(b.get("perplexity"), a.get("perplexity"))],
@@ -138,7 +143,7 @@ def build_track2_report(paths: RunPaths) -> Report:
         ev, tr, cost = ph.get("eval") or {}, ph.get("train") or {}, ph.get("cost") or {}
         b, a = ev.get("base") or {}, ev.get("adapted") or {}
         if phase == "dpo":
-            metric, vb, va = "escolhida preferida", _fmt(b.get("preference_accuracy")), _fmt(a.get("preference_accuracy"))
+            metric, vb, va = "loss DPO (val)", _fmt(b.get("loss")), _fmt(a.get("loss"))
         else:
             metric = "ppl só respostas" if phase == "sft" else "ppl texto bruto"
             vb, va = _fmt(b.get("perplexity"), 3), _fmt(a.get("perplexity"), 3)

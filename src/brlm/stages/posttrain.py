@@ -239,8 +239,8 @@ def stage_eval(cfg: PosttrainConfig, paths: RunPaths) -> dict[str, Any]:
     write_json(paths.eval, result)
     a, b = result["adapted"], result.get("base") or {}
     if cfg.finetune.task == "dpo":
-        info(f"eval: chosen preferred {b.get('preference_accuracy', float('nan')):.3f} -> {a['preference_accuracy']:.3f} | "
-             f"DPO loss {a['loss']:.4f}, reward accuracy {a['reward_accuracy']:.3f} on {result['rows']} pairs")
+        info(f"eval: DPO val loss {b.get('loss', float('nan')):.4f} -> {a['loss']:.4f} | reward accuracy {a['reward_accuracy']:.3f} | "
+             f"log-ratio chosen/rejected {b.get('mean_logp_margin', float('nan')):+.3f} -> {a['mean_logp_margin']:+.3f} on {result['rows']} pairs")
     else:
         what = "response-only " if cfg.finetune.task == "sft" else ""
         info(f"eval: {what}val ppl {b.get('perplexity', float('nan')):.3f} -> {a['perplexity']:.3f} | bits/byte "
@@ -333,7 +333,8 @@ def summary_line(paths: RunPaths) -> str:
     tr = read_json(paths.train_summary) if paths.train_summary.is_file() else {}
     a, b = ev.get("adapted") or {}, ev.get("base") or {}
     if ev.get("task") == "dpo":
-        fig = f"chosen preferred {b.get('preference_accuracy', math.nan):.3f} -> {a.get('preference_accuracy', math.nan):.3f}"
+        fig = (f"DPO val loss {b.get('loss', math.nan):.4f} -> {a.get('loss', math.nan):.4f}, "
+               f"reward accuracy {a.get('reward_accuracy', math.nan):.3f}")
     else:
         fig = f"val ppl {b.get('perplexity', math.nan):.3f} -> {a.get('perplexity', math.nan):.3f}"
     return f"{ev.get('task', '?')}: {fig} | {tr.get('steps', '?')} steps in {tr.get('wall_time_s', 0):.0f} s"
