@@ -75,5 +75,5 @@ def test_run_track2_end_to_end(tmp_path):
     assert (root / "sft" / "report.md").is_file()
     assert "report.md" in proc.stdout or "report" in proc.stderr
     # Again: every phase is up to date and is not redone.
-    again = run_cli("run", "track2", "--config", str(root / "config.yaml"), "--runs-dir", str(tmp_path), "--name", "t2", check=True)
+    again = run_cli("run", "--config", str(root / "config.yaml"), "--runs-dir", str(tmp_path), "--name", "t2", check=True)
     assert again.stderr.count("is up to date") == 3
