@@ -77,3 +77,26 @@ def test_run_track2_end_to_end(tmp_path):
     # Again: every phase is up to date and is not redone.
     again = run_cli("run", "--config", str(root / "config.yaml"), "--runs-dir", str(tmp_path), "--name", "t2", check=True)
     assert again.stderr.count("is up to date") == 3
+
+
+def test_a_brlm_run_as_base_with_adapter_in_eval_and_sample(tiny_run, tmp_path):
+    """A from-scratch brlm run (GPT-2 family: Conv1D projections, learned positions) as --base:
+    exported once, LoRA CPT, then the same run scored and sampled with --adapter."""
+    run = tmp_path / "cpt"
+    args = ["--base", str(tiny_run), "--scale", "tiny", "--method", "lora", "--run", str(run), "--set", "train.max_steps=4",
+            "--set", "train.eval_interval=2", "--set", "train.threads=1", "--set", "data.max_docs=20",
+            "--set", "sample.max_new_tokens=4", "--set", "eval.max_rows=8"]
+    too_long = run_cli("finetune", "cpt", *args)  # the tiny GPT has 32 learned positions; tiny CPT asks for 256
+    assert too_long.returncode == 2 and "learned positions for 32 tokens" in too_long.stderr
+    run_cli("finetune", "cpt", *args, "--set", "finetune.seq_len=32", check=True)
+    assert (tiny_run / "hf" / "export.json").is_file()  # the run was exported once, beside its checkpoints
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["adapted"]["loss"] < ev["base"]["loss"]
+    out = tmp_path / "eval_adapter.json"
+    run_cli("eval", "intrinsic", str(tiny_run), "--adapter", str(run / "adapter"), "--out", str(out), check=True)
+    plain = json.loads((tiny_run / "eval.json").read_text())
+    with_adapter = json.loads(out.read_text())
+    assert "+adapter" in with_adapter["checkpoint"] and with_adapter["windows_sha256"] == plain["windows_sha256"]
+    assert with_adapter["loss"] != plain["loss"]
+    proc = run_cli("sample", str(tiny_run), "--adapter", str(run), "--prompt", "A prefeitura", "--max-new-tokens", "3", check=True)
+    assert proc.stdout.startswith("--- seed")

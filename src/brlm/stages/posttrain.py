@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from brlm.config.posttrain import PosttrainConfig
-from brlm.errors import BrlmError, DataError
+from brlm.errors import BrlmError, ConfigError, DataError
 from brlm.io.files import (
     file_sha256,
     is_fresh,
@@ -65,6 +65,11 @@ def stage_check(cfg: PosttrainConfig, paths: RunPaths) -> dict[str, Any]:
     check_cost_config(cfg)
     folder, origin = resolve_base(cfg.finetune.base, cfg.finetune.checkpoint)
     check_base_folder(folder)
+    hf = read_json(folder / "config.json")
+    if hf.get("n_positions") and cfg.finetune.seq_len > int(hf["n_positions"]):
+        # Learned absolute positions (GPT-2) have no embedding past n_positions; RoPE models can go on.
+        raise ConfigError(f"finetune.seq_len={cfg.finetune.seq_len}: {folder} has learned positions for "
+                          f"{hf['n_positions']} tokens only; set finetune.seq_len<={hf['n_positions']}")
     device = resolve_device(cfg.train.device)
     fit = fit_check(folder, cfg, device) if cfg.train.fit_check else {"skipped": "train.fit_check=false"}
     if "estimate" in fit:
