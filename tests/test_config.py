@@ -21,9 +21,13 @@ def test_defaults_are_valid():
 
 @pytest.mark.parametrize("preset", list_presets())
 def test_every_shipped_preset_and_scale_parses(preset):
+    from brlm.config.base import resolve
+    from brlm.stages import preset_workflow, workflow_root
+
+    root = workflow_root(preset_workflow(preset))  # each preset with its workflow's own root config
     scales = ["default"] + list((read_preset(preset).get("scales") or {}).keys())
     for scale in scales:
-        cfg = load_config(preset=preset, scale=None if scale == "default" else scale)
+        cfg = resolve(root, preset=preset, scale=None if scale == "default" else scale)
         assert cfg.preset == preset
 
 

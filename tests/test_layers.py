@@ -4,7 +4,7 @@ Every `import brlm.X` / `from brlm.X import …` in src/brlm, at module level or
 must point at the same package or one listed before it:
 
     ground floor   errors, io
-    library        config < data < tokenizers < models < compute < infer < eval < train
+    library        config < data < tokenizers < models < compute < infer < eval < train < posttrain
     workflows      stages
     front          runs, verbs, cli, __main__
 
@@ -25,7 +25,7 @@ ORDER = [
     # ground floor
     "__init__", "errors", "io",
     # library, low to high
-    "config", "data", "tokenizers", "models", "compute", "infer", "eval", "train",
+    "config", "data", "tokenizers", "models", "compute", "infer", "eval", "train", "posttrain",
     # workflows
     "stages",
     # front

@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "estimate": ("brlm.verbs.estimate", "predict memory, compute and cost before a run (estimate memory|compute|fits)"),
     "runs": ("brlm.verbs.runs", "list run folders: status, preset, params, bits/byte, tokens, wall time (runs list)"),
     "export": ("brlm.verbs.export", "export a run's checkpoint and tokenizer as a Hugging Face folder (export hf)"),
+    "finetune": ("brlm.verbs.finetune", "post-train a model with LoRA / QLoRA / full: finetune cpt|sft|dpo|merge"),
     "compare": ("brlm.verbs.compare", "side-by-side table of runs (Markdown + CSV) with loss/throughput plots"),
 }
 

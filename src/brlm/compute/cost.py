@@ -94,7 +94,7 @@ def price_of(key: str, prices: dict[str, dict[str, Any]]) -> tuple[float | None,
     return float(entry["price_usd_per_hour"]), str(entry["source"])
 
 
-def check_cost_config(cfg: RunConfig) -> None:
+def check_cost_config(cfg: Any) -> None:
     """Fail before training, not after, on a price file or cost.price_as the table does not know."""
     prices = load_prices(cfg.cost.price_file)
     if cfg.cost.price_as:
@@ -105,6 +105,25 @@ def check_cost_config(cfg: RunConfig) -> None:
 
 def run_cost(train: dict[str, Any], cfg: RunConfig, vocab_size: int) -> dict[str, Any]:
     """cost.json from train.json and the config: FLOPs, MFU, peak memory, price, cost."""
+    fpt = flops_per_token(cfg.model, vocab_size)
+    head = {
+        "arch": cfg.model.arch,
+        "n_params": train.get("n_params"),
+        "vocab_size": vocab_size,
+        "flops_per_token": fpt,
+        "flops_per_token_6n": flops_per_token_6n(cfg.model, vocab_size),
+        "flops_convention": "matmuls only, 2 FLOPs per multiply-add, causal attention (mean context (T+1)/2), training = 3 x forward",
+        "forward_flops_breakdown": forward_flops_breakdown(cfg.model, vocab_size),
+    }
+    return cost_ledger(train, cfg, fpt, head)
+
+
+def cost_ledger(train: dict[str, Any], cfg: Any, fpt: float, head: dict[str, Any] | None = None,
+                total_flops: float | None = None) -> dict[str, Any]:
+    """The measured part of cost.json for any workflow: `train` (a train.json: device, dtype,
+    threads, tokens_seen, train/wall time, peak memory), `cfg.cost`, the training FLOPs per token
+    and optionally the run's total FLOPs (default fpt x tokens_seen; post-training adds DPO's
+    reference forward passes). `head` are the workflow's own keys, listed first."""
     cc = cfg.cost
     device = str(train.get("device", "cpu"))
     dtype = str(train.get("dtype", "fp32"))
@@ -121,9 +140,8 @@ def run_cost(train: dict[str, Any], cfg: RunConfig, vocab_size: int) -> dict[str
         device_name = cpu_model()
     key = device_key(device, device_name)
 
-    fpt = flops_per_token(cfg.model, vocab_size)
     tokens = int(train.get("tokens_seen", 0))
-    total = fpt * tokens
+    total = fpt * tokens if total_flops is None else total_flops
     train_time = float(train.get("train_time_s") or 0.0)
     wall = float(train.get("wall_time_s") or 0.0)
     tok_s = float(train.get("tokens_per_s") or (tokens / train_time if train_time else 0.0))
@@ -131,20 +149,18 @@ def run_cost(train: dict[str, Any], cfg: RunConfig, vocab_size: int) -> dict[str
         peak, peak_source = cc.peak_flops_per_s, "cost.peak_flops_per_s"
     else:
         peak, peak_source = peak_for(key, dtype, threads, at_least=fpt * tok_s)
+    if total_flops is None:
+        run_mfu = mfu(tok_s, fpt, peak) if peak else None
+    else:
+        run_mfu = total / train_time / peak if peak and train_time else None
 
     out: dict[str, Any] = {
-        "arch": cfg.model.arch,
-        "n_params": train.get("n_params"),
-        "vocab_size": vocab_size,
-        "flops_per_token": fpt,
-        "flops_per_token_6n": flops_per_token_6n(cfg.model, vocab_size),
-        "flops_convention": "matmuls only, 2 FLOPs per multiply-add, causal attention (mean context (T+1)/2), training = 3 x forward",
-        "forward_flops_breakdown": forward_flops_breakdown(cfg.model, vocab_size),
+        **(head or {}),
         "total_flops": total,
         "achieved_flops_per_s": total / train_time if train_time else 0.0,
         "peak_flops_per_s": peak,
         "peak_source": peak_source,
-        "mfu": mfu(tok_s, fpt, peak) if peak else None,
+        "mfu": run_mfu,
         "device": device,
         "device_name": device_name,
         "device_key": key,

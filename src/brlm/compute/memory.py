@@ -111,10 +111,10 @@ def resolve_model(text: str) -> ModelSpec:
         if key in table:
             fields, vocab = table[key]
             return spec_from_config(key, ModelConfig(dropout=0.0, **{**defaults, **fields}), vocab, fused_loss=False)
-    from brlm.config import list_presets, load_config
+    from brlm.config import list_presets, load_config, read_preset
 
     preset, _, scale = key.partition(":")
-    if preset in list_presets():
+    if preset in list_presets() and (read_preset(preset).get("workflow") or "pretrain") == "pretrain":
         cfg = load_config(preset=preset, scale=scale or None)
         spec = spec_from_config(f"{preset}:{cfg.scale}", cfg.model, cfg.tokenizer.vocab_size)
         spec.micro_batch = cfg.train.batch_size

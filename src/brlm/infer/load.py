@@ -1,21 +1,23 @@
-"""One loader for every verb: a brlm run folder or a local Hugging Face model folder ->
-(model, tokenizer, metadata).
+"""One loader for every verb: a brlm run folder, a local Hugging Face model folder, or either of
+them with a PEFT adapter -> (model, tokenizer, metadata).
 
     from brlm.infer.load import load_model
     lm = load_model("runs/demo", checkpoint="best", device="cpu")
+    lm = load_model("runs/llama", adapter="runs/sft-tiny/adapter")    # base + adapter (brlm finetune)
+    lm = load_model("runs/sft-tiny")                                   # a post-training run: its base + adapter
     lm.model(idx)                       # brlm's protocol: (logits (B, T, V), None)
     lm.tokenizer.encode("Olá")          # encode / decode / token_bytes / piece / eos_id
     lm.meta["step"], lm.meta["tokenizer_sha256"]
 
 `model` answers like brlm's own models whatever it came from, so sampling, guardrails and the
 intrinsic evaluation never ask where a model came from. A run is recognised by its
-`checkpoints/` and `tokenizer/` folders, a Hugging Face folder by its `config.json`.
+`checkpoints/` and `tokenizer/` folders, a Hugging Face folder by its `config.json`, a
+post-training run by its `posttrain.json`. An adapter is checked against the base it was trained on
+(brlm.models.adapters) and applied to the unquantised base: a QLoRA adapter then runs over the
+full-precision weights its NF4 base was rounded from.
 
-Two options every verb gets through here:
-* `adapter=DIR`: a PEFT (LoRA) adapter folder, merged into the base's weights after loading (the
-  base is a Hugging Face folder, or a run converted in memory to its `brlm export hf` model);
-* `quantize="int8"`: dynamic int8 linears for CPU inference (brlm.infer.quantize), applied last so
-  it sees the merged weights; `meta["quantize"]` records it.
+`quantize="int8"`: dynamic int8 linears for CPU inference (brlm.infer.quantize), applied last so
+it sees the merged adapter weights; `meta["quantize"]` records it.
 """
 
 from __future__ import annotations
@@ -79,39 +81,71 @@ def load_hf_folder(folder: str | Path, device: str | torch.device = "cpu") -> Lo
                                     "tokenizer_sha256": f"hf:{sha}"})
 
 
-def attach_adapter(lm: LoadedModel, adapter: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """`lm` with a PEFT adapter merged in. A run's model goes through its Hugging Face form (the
-    names PEFT adapters are trained on, brlm.models.export_hf.to_hf); its tokenizer is unchanged."""
-    from brlm.models.hf import HFCausalLM, merge_peft_adapter
+def is_posttrain_folder(path: str | Path) -> bool:
+    return (Path(path) / "posttrain.json").is_file()
 
-    model = lm.model
-    if lm.kind == "run":
+
+def _hf_base(source: Path, checkpoint: str, device: str | torch.device) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
+    """(transformers model, tokenizer, meta) of a brlm run (converted in memory) or a Hugging Face folder."""
+    if is_run_folder(source) and not is_hf_folder(source):
         from brlm.models.export_hf import to_hf
 
+        lm = load_run(source, checkpoint, device)
         tok = lm.tokenizer
-        pad = getattr(tok, "pad_id", None)
-        ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id,
-               "pad_token_id": pad if pad is not None and pad >= 0 else None}
-        model = HFCausalLM(to_hf(model, ids))
-    model.model = merge_peft_adapter(model.model, adapter)
-    return LoadedModel(model.to(device).eval(), lm.tokenizer, {**lm.meta, "adapter": str(Path(adapter).resolve())})
+        ids = {"bos_token_id": tok.bos_id if tok.bos_id >= 0 else None, "eos_token_id": tok.eos_id, "pad_token_id": None}
+        return to_hf(lm.model, ids).to(device), tok, lm.meta
+    lm = load_hf_folder(source, device)
+    return lm.model.model, lm.tokenizer, lm.meta
+
+
+def load_with_adapter(source: str | Path, adapter: str | Path, checkpoint: str = "best",
+                      device: str | torch.device = "cpu", merge: bool = True) -> LoadedModel:
+    """A base (brlm run or Hugging Face folder) with a PEFT adapter applied; `merge` folds it into
+    the weights (same logits, no per-layer adapter cost when decoding)."""
+    from brlm.models.adapters import adapter_folder, attach_adapter
+    from brlm.models.hf import HFCausalLM
+
+    p = Path(source)
+    if not p.exists():
+        raise BrlmError(f"{p}: base model not found (expected a brlm run folder or a Hugging Face model folder)")
+    adapter_dir = adapter_folder(adapter)
+    base, tok, meta = _hf_base(p, checkpoint, device)
+    model = attach_adapter(base, adapter_dir, str(p)).to(device).eval()
+    if merge:
+        model = model.merge_and_unload()
+    return LoadedModel(HFCausalLM(model).eval(), tok, {**meta, "adapter": str(adapter_dir.resolve()),
+                                                        "checkpoint": f"{meta.get('checkpoint')}+adapter:{adapter_dir}"})
+
+
+def load_posttrain_run(run: Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A post-training run's model: its base with its adapter, or its fully fine-tuned model."""
+    from brlm.io.files import read_json
+
+    if (run / "model" / "config.json").is_file():
+        return load_hf_folder(run / "model", device)
+    base = run / "base.json"
+    if not base.is_file():
+        raise BrlmError(f"{run}: post-training run without base.json; it has not started training")
+    return load_with_adapter(read_json(base)["folder"], run, device=device)
 
 
 def load_model(source: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu",
                adapter: str | Path | None = None, quantize: str | None = None) -> LoadedModel:
-    """A brlm run folder or a local Hugging Face folder, whichever `source` is; optionally with a
-    PEFT adapter merged in and / or quantised (see the module docstring)."""
+    """A brlm run folder, a local Hugging Face folder or a post-training run, whichever `source` is;
+    with `adapter`, that base with the adapter merged in; with `quantize`, int8 (module docstring)."""
     p = Path(source)
     if not p.exists():
         raise BrlmError(f"{p}: model not found (expected a brlm run folder or a Hugging Face model folder)")
-    if is_run_folder(p):
+    if adapter is not None:
+        lm = load_with_adapter(p, adapter, checkpoint, device)
+    elif is_posttrain_folder(p):
+        lm = load_posttrain_run(p, device)
+    elif is_run_folder(p):
         lm = load_run(p, checkpoint, device)
     elif is_hf_folder(p):
         lm = load_hf_folder(p, device)
     else:
         raise BrlmError(f"{p}: neither a brlm run folder (checkpoints/, config.yaml) nor a Hugging Face model folder (config.json)")
-    if adapter:
-        lm = attach_adapter(lm, adapter, device)
     if quantize:
         from brlm.infer.quantize import quantize_model
 

@@ -370,7 +370,17 @@ def render_report(run_dir: str | Path) -> Path:
     paths = RunPaths(Path(run_dir))
     if not paths.root.is_dir():
         raise BrlmError(f"{paths.root}: run folder not found")
-    r, _ = build_report(paths)
+    from brlm.runs import posttrain_report as pt
+
+    if pt.is_track2(paths.root):
+        for phase in ("base", "cpt", "sft", "dpo"):  # each phase is a run folder with its own report
+            if (paths.root / phase / "run.json").is_file():
+                render_report(paths.root / phase)
+        r = pt.build_track2_report(paths)
+    elif pt.is_posttrain(paths.root):
+        r = pt.build_posttrain_report(paths)
+    else:
+        r, _ = build_report(paths)
     write_text(paths.report, r.markdown())
     write_text(paths.root / "report.html", r.html())
     return paths.report

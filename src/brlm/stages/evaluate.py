@@ -79,13 +79,22 @@ def _text_tokens(cfg: RunConfig, lm: LoadedModel, text: str | Path, text_field: 
 
 def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: str | Path | None = None,
                out: Path | None = None, text: str | Path | None = None, text_field: str = "text",
-               quantize: str | None = None) -> dict[str, Any]:
+               quantize: str | None = None, adapter: str | Path | None = None) -> dict[str, Any]:
     """Intrinsic metrics on a fixed, hashed set of windows: the run's checkpoint, or with `hf` a
     Hugging Face folder, scored on the run's validation documents (-> eval.json / eval_hf.json) or,
     with `text`, on any corpus cleaned the run's way (-> eval_text.json / eval_hf_text.json).
+    With `adapter`, that model with a PEFT adapter merged in (-> eval_adapter*.json);
     quantize="int8" scores the int8 model on the same windows (-> eval_int8.json, eval_hf_int8.json, …)."""
     device = resolve_device(cfg.train.device)
-    if hf is not None:
+    if adapter is not None:
+        from brlm.infer.load import load_with_adapter
+
+        if hf is None and read_manifest(paths.shards) is None:
+            raise BrlmError(f"{paths.shards}: no shards here yet; run `brlm train` for this run first")
+        lm = load_with_adapter(hf if hf is not None else paths.root, adapter, checkpoint, device)
+        if hf is not None:
+            lm.meta["kind"] = "hf"
+    elif hf is not None:
         val_jsonl = paths.data / "val.jsonl"
         if text is None and not val_jsonl.is_file():
             raise BrlmError(f"{val_jsonl}: no validation split; run `brlm data prepare` for this run first")
@@ -128,11 +137,13 @@ def stage_eval(cfg: RunConfig, paths: RunPaths, checkpoint: str = "best", hf: st
         **extra,
         **({"quantize": quantize} if quantize else {}),
     )
-    default = "eval" + ("_hf" if hf is not None else "") + ("_text" if text is not None else "") + (f"_{quantize}" if quantize else "") + ".json"
+    default = ("eval" + ("_adapter" if adapter is not None else "") + ("_hf" if hf is not None else "")
+               + ("_text" if text is not None else "") + (f"_{quantize}" if quantize else "") + ".json")
     result["file"] = str(out or paths.root / default)
     write_json(result["file"], result)
     info(
-        f"eval{' (hf)' if hf is not None else ''}{' (text)' if text is not None else ''}: loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | "
+        f"eval{' (adapter)' if adapter is not None else ''}{' (hf)' if hf is not None else ''}{' (text)' if text is not None else ''}: "
+        f"loss {result['loss']:.4f} | ppl {result['perplexity']:.2f} | "
         f"acc {result['accuracy']:.4f} | bits/byte {result['bits_per_byte']:.4f} | bits/char {result['bits_per_char']:.4f} "
         f"on {result['windows']} windows ({result['tokens_per_s'] or 0:,.0f} tokens/s)"
     )
@@ -159,19 +170,21 @@ def read_prompts(source: str) -> list[str]:
 
 
 def stage_sample(cfg: RunConfig, paths: RunPaths, prompts: list[str] | None = None, checkpoint: str = "best",
-                 out: Path | None = None, quantize: str | None = None) -> dict[str, Any]:
+                 out: Path | None = None, quantize: str | None = None, adapter: str | Path | None = None) -> dict[str, Any]:
     """Continuations of the prompts (default: the standard ones) -> samples.json; returns {"samples": rows}.
-    quantize="int8": dynamic int8 linears (brlm.infer.quantize)."""
+    With `adapter` the model is the run with that PEFT adapter merged in; quantize="int8": dynamic
+    int8 linears (brlm.infer.quantize)."""
     sc = cfg.sample
     device = resolve_device(cfg.train.device)
-    lm = load_model(paths.root, checkpoint, device, quantize=quantize)
+    lm = load_model(paths.root, checkpoint, device, adapter=adapter, quantize=quantize)
     model, tok, meta = lm.model, lm.tokenizer, lm.meta
     rows = generate_samples(model, tok, prompts if prompts is not None else read_prompts(sc.prompts), sc, device=device)
     results = []
     for row in rows:
         row.pop("ids", None)
         results.append({**row, "checkpoint_step": meta["step"]})
-    write_json(out or paths.samples, results)
+    if out is not None or adapter is None:
+        write_json(out or paths.samples, results)
     return {"samples": results}
 
 

@@ -182,6 +182,8 @@ def _train(cfg: RunConfig, paths: RunPaths, resume: bool = False) -> dict[str, A
     return stage_train(cfg, paths, RunRecord(paths), resume=resume)
 
 
+ROOT = RunConfig
+
 STAGES: list[Stage] = [
     Stage("check", _check_cost),
     Stage("data", stage_data, record_hash=("data", "key")),

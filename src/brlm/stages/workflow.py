@@ -50,11 +50,12 @@ def persisted_config(cfg: Any, paths: RunPaths, write_config: Callable[[Any, Run
 
 
 def run_workflow(stages: list[Stage], cfg: Any, paths: RunPaths, command: str, write_config: Callable[[Any, RunPaths], None],
-                 resume: bool = False) -> bool:
+                 resume: bool = False, device: str | None = None) -> bool:
     """Every stage in order; returns True on rank 0 (which goes on to the report), False elsewhere.
     With resume=True the run record continues and resumable stages continue from their checkpoints.
-    Rank 0 holds the run folder's lock throughout (a second writer gets a one-line error)."""
-    ddp, rank, _local, _world, _device = compute_init(cfg.train.device)
+    Rank 0 holds the run folder's lock throughout (a second writer gets a one-line error).
+    `device` defaults to the config's train.device."""
+    ddp, rank, _local, _world, _device = compute_init(device or cfg.train.device)
     master = rank == 0
     record = RunRecord(paths)
     first_all = next((i for i, s in enumerate(stages) if s.ranks == "all"), len(stages))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from brlm.config import RunConfig, clean_preset_overrides, field_help, list_presets, resolve
 from brlm.errors import BrlmError
@@ -46,16 +46,20 @@ def add_run_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", help="run folder (default: runs/<preset>)")
 
 
-def maybe_list_keys(args: argparse.Namespace) -> bool:
+def maybe_list_keys(args: argparse.Namespace, root: type | None = None) -> bool:
     if not getattr(args, "list_keys", False):
         return False
-    for key, help_, default in field_help():
+    from brlm.config import base
+
+    for key, help_, default in (base.field_help(root) if root is not None else field_help()):
         print(f"{key:<32} {default!r:<18} {help_}")
     return True
 
 
-def resolve_config(args: argparse.Namespace, run_dir: Path | None = None, extra: list[str] | None = None) -> RunConfig:
-    """The config a verb runs with, by the one rule in brlm.config.base.resolve.
+def resolve_config(args: argparse.Namespace, run_dir: Path | None = None, extra: list[str] | None = None,
+                   root: type = RunConfig) -> Any:
+    """The config a verb runs with, by the one rule in brlm.config.base.resolve (`root`: the
+    workflow's root config, RunConfig unless given).
 
     Source: --config if given; else the preset (and --variant); else the run folder's config.yaml;
     else the demo preset. Then, later winning: --clean's values, --set, the verb's own flags (extra).
@@ -67,8 +71,8 @@ def resolve_config(args: argparse.Namespace, run_dir: Path | None = None, extra:
     if not config_file and not preset and run_dir is not None and (run_dir / "config.yaml").is_file():
         config_file = run_dir / "config.yaml"
     if config_file:  # a resolved config is repeated as it is: --scale does not re-scale it
-        return resolve(RunConfig, config_file=config_file, overrides=overrides)
-    return resolve(RunConfig, preset or "demo", scale, overrides=overrides, variant=getattr(args, "variant", None))
+        return resolve(root, config_file=config_file, overrides=overrides)
+    return resolve(root, preset or "demo", scale, overrides=overrides, variant=getattr(args, "variant", None))
 
 
 def default_run_dir(cfg: RunConfig) -> Path:

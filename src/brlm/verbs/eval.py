@@ -11,6 +11,7 @@ the standard prompts x several seeds, with pass/fail; writes `<run>/guardrails.j
     brlm eval intrinsic runs/demo --checkpoint last --set eval.max_windows=1000
     brlm eval intrinsic runs/demo --hf exported/demo-hf     # a Hugging Face model folder, offline
     brlm eval intrinsic runs/demo --text outro_corpus.jsonl.gz --text-field text --json
+    brlm eval intrinsic runs/demo --adapter runs/cpt-tiny/adapter   # the run's model + a LoRA adapter
     brlm eval guardrails runs/demo --seeds 5 --max-short-piece 0.12
 """
 
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--text-field", default="text", help="JSON field / CSV column with the text of --text (default: text)")
     ev.add_argument("--json", action="store_true", help="print one JSON object (bits_per_byte, bits_per_char, loss, accuracy, "
                     "tokens, bytes) instead of the table")
+    ev.add_argument("--adapter", metavar="DIR", help="apply this PEFT adapter (or post-training run) to the run's model, or to --hf")
     ev.add_argument("--out", help="output JSON (default: <run>/eval.json; --hf: eval_hf.json; --text: eval_text.json, "
-                    "eval_hf_text.json)")
+                    "eval_hf_text.json; --adapter: eval_adapter*.json)")
     ev.add_argument("--quantize", choices=("int8",), help="score the dynamic-int8 model (CPU) -> <run>/eval_int8.json")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval settings")
     sub.add_parser("extrinsic", help="QA / summarization / rewriting: `brlm eval extrinsic --help` (build, run, rescore)", add_help=False)
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = resolve_config(args, paths.root)
     result = stage_eval(cfg, paths, checkpoint=args.checkpoint, hf=args.hf, out=Path(args.out) if args.out else None,
-                        text=args.text, text_field=args.text_field, quantize=args.quantize)
+                        text=args.text, text_field=args.text_field, quantize=args.quantize,
+                        adapter=args.adapter)
     if args.json:
         print(json.dumps({k: result.get(k) for k in MACHINE_KEYS}))
     else:

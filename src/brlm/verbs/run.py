@@ -8,6 +8,7 @@
     brlm run --config runs/demo/config.yaml --name demo-again   # repeat a run from its config
     brlm run gpt2-vs-moe --scale tiny   # a multi-run preset: one folder per variant + comparison.md
     brlm run ladder --scale small       # v1 ... v6 on one corpus, same byte budget: ladder.md + chart
+    brlm run track2 --scale tiny        # from scratch vs adapt: base -> QLoRA CPT -> SFT -> DPO, one report
 
 A preset with a `runs:` section (name -> overrides of the preset's config, optionally with their
 own `scales:`, or `preset: NAME` to start from another preset) is a comparison: each variant runs
@@ -35,7 +36,7 @@ from brlm.io.run_folder import RunPaths, live_status
 from brlm.runs.compare import RUN_COLUMNS, comparison_table, summarize_run
 from brlm.runs.plots import grouped_bars
 from brlm.runs.report import render_report
-from brlm.stages import preset_workflow, workflow_module
+from brlm.stages import config_workflow, preset_workflow, workflow_module
 from brlm.verbs.common import add_config_args, maybe_list_keys, parser, resolve_config
 
 
@@ -120,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="continue an interrupted run (--run DIR, or the preset's folder): training from its last good "
                         "checkpoint, then every stage still missing; uses the folder's config.yaml")
     args = p.parse_args(argv)
-    if maybe_list_keys(args):
+    if args.config and not args.preset:
+        workflow_name = config_workflow(args.config)
+    else:
+        workflow_name = preset_workflow(args.preset or ("demo" if not args.config else None))
+    workflow = workflow_module(workflow_name)
+    if maybe_list_keys(args, workflow.ROOT):
         return 0
     if args.config and args.preset:
         p.error("give a preset or --config, not both")
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return resume_run(args, p, command)
     if not args.config:
         args.preset = args.preset or "demo"
-    if args.preset and not args.variant and preset_variants(args.preset):
+    if args.preset and not args.variant and workflow_name == "pretrain" and preset_variants(args.preset):
         name = args.name or (args.preset if args.scale is None else f"{args.preset}-{args.scale}")
         parent = Path(args.run) if args.run else Path(args.runs_dir) / name
         table = run_variants(args.preset, args, parent)
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--variant needs a preset")
     if args.resume:
         return resume_run(args, p, command)
-    cfg = resolve_config(args)  # with --variant: that variant of the preset
+    cfg = resolve_config(args, root=workflow.ROOT)  # with --variant: that variant of the preset
     if args.name:
         name = args.name
     elif args.config:
@@ -150,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name = cfg.preset if args.scale is None else f"{cfg.preset}-{cfg.scale}"
     paths = RunPaths(Path(args.run) if args.run else Path(args.runs_dir) / name)
-    workflow = workflow_module(preset_workflow(None if args.config else args.preset))
     if workflow.run_pipeline(cfg, paths, command=command):
         report = render_report(paths.root)  # rank 0 only: the other ranks under torchrun only train
         info(f"report: {report}")
@@ -171,12 +176,15 @@ def resume_run(args: Any, p: Any, command: str) -> int:
     paths = RunPaths(folder)
     if not paths.config.is_file():
         raise BrlmError(f"{folder}: no config.yaml here; nothing to resume (start it with `brlm run PRESET --run {folder}`)")
+    workflow_name = config_workflow(paths.config)
+    if workflow_name != "pretrain":
+        raise BrlmError(f"{folder}: a {workflow_name} run; --resume continues pretraining runs "
+                        "(a post-training phase resumes with `brlm finetune … --resume`)")
     from brlm.stages.pretrain import require_resumable
 
     require_resumable(paths)
-    cfg = resolve(RunConfig, config_file=paths.config)
-    record = read_json(paths.record) if paths.record.is_file() else {}
-    workflow = workflow_module(preset_workflow(record.get("preset") if record.get("preset") in _known_presets() else None))
+    workflow = workflow_module(workflow_name)
+    cfg = resolve(workflow.ROOT, config_file=paths.config)
     if workflow.run_pipeline(cfg, paths, command=command, resume=True):
         report = render_report(paths.root)
         info(f"report: {report}")
@@ -184,7 +192,3 @@ def resume_run(args: Any, p: Any, command: str) -> int:
     return 0
 
 
-def _known_presets() -> set[str]:
-    from brlm.config import list_presets
-
-    return set(list_presets())

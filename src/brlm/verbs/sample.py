@@ -2,6 +2,12 @@
 `--prompt`, or a file of prompts (one per line). Temperature 0 is greedy decoding.
 
     brlm sample runs/demo --prompt "O Banco Central decidiu" --temperature 0.7 --top-p 0.9
+    brlm sample runs/llama --adapter runs/cpt-tiny/adapter --prompt "A prefeitura anunciou"   # base + LoRA adapter
+    brlm sample runs/llama/hf --adapter runs/sft-tiny --chat --prompt "Qual é a capital do Paraná?"
+
+RUN is a brlm run or, with --adapter, also a Hugging Face folder (the base the adapter was trained
+on; another base is refused). With --adapter the samples are printed, and written only with --out.
+
     brlm sample runs/demo --quantize int8                 # dynamic int8 linears (CPU)
 
 Prompting (brlm.infer.prompting; writes <run>/prompting.json): each --prompt is a query put in a
@@ -20,6 +26,20 @@ from brlm.stages.evaluate import read_prompts, stage_sample
 from brlm.verbs.common import existing_run, parser, resolve_config
 
 
+def chat_prompt(base: Path, question: str) -> str:
+    """The question as a user turn ready for the answer: the chat template of a Hugging Face base,
+    else brlm's PT-BR format (what `brlm export hf` writes as the template of a brlm run)."""
+    from brlm.tokenizers.hf import ROLE_MARKERS
+
+    if (base / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+        if tok.chat_template:
+            return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    return f"{ROLE_MARKERS['user']}\n{question}\n{ROLE_MARKERS['assistant']}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser("sample", __doc__)
     p.add_argument("run", help="run folder")
@@ -35,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repetition-penalty", type=float, help="sample.repetition_penalty (1 = off)")
     p.add_argument("--stop", action="append", help="stop string (repeatable; '\\n' for a newline); the completion ends before it")
     p.add_argument("--no-cache", action="store_true", help="decode without the KV cache (slower; for checking)")
-    p.add_argument("--out", help="write the samples JSON here (default: <run>/samples.json)")
+    p.add_argument("--adapter", help="a PEFT adapter folder (or a post-training run) to apply to RUN")
+    p.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn of the tokenizer's chat template")
+    p.add_argument("--out", help="write the samples JSON here (default: <run>/samples.json; with --adapter, not written)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE")
     p.add_argument("--quantize", choices=("int8",), help="dynamic int8 linear layers for CPU inference")
     g = p.add_argument_group("prompting (writes <run>/prompting.json)")
@@ -45,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--instruction", default="", help="instruction line for the queries (few-shot template)")
     args = p.parse_args(argv)
     paths = existing_run(args.run)
+    if args.chat and not args.adapter:
+        p.error("--chat needs --adapter (a chat-tuned model)")
     extra = [
         f"sample.{key}={getattr(args, key)}"
         for key in ("temperature", "top_k", "top_p", "max_new_tokens", "seed", "num_samples", "repetition_penalty")
@@ -56,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         extra.append("sample.use_cache=false")
     cfg = resolve_config(args, paths.root, extra)
     prompts = list(args.prompt or []) or (read_prompts(args.prompts) if args.prompts else None)
+    if args.chat:
+        prompts = [chat_prompt(paths.root, q) for q in (prompts or read_prompts(cfg.sample.prompts))]
     if args.few_shot or args.self_consistency or args.options:
         return _prompting(args, cfg, paths, prompts)
     rows = stage_sample(cfg, paths, prompts=prompts, checkpoint=args.checkpoint, out=Path(args.out) if args.out else None,
-                        quantize=args.quantize)["samples"]
+                        quantize=args.quantize, adapter=args.adapter)["samples"]
     for row in rows:
         if row.get("warning"):
             sys.stdout.write(f"warning: {row['warning']}\n")

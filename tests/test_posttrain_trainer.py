@@ -1,0 +1,174 @@
+"""`brlm finetune` end to end through the CLI on a tiny exported base: SFT with QLoRA lowers the
+response-only validation perplexity and writes the run folder; an adapter loads with `--adapter`;
+a run killed with SIGKILL resumes to the same weights and losses; gradient accumulation and two
+processes (gloo) give the losses of one big batch; DPO; fit check and bad inputs as one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from brlm.io.logging import read_metrics
+from tests.conftest import run_cli
+from tests.posttrain_helpers import make_hf_base, write_jsonl
+
+pytest.importorskip("peft", reason="post-training needs peft (pip install 'brlm[hf]')")
+pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'brlm[hf]')")
+
+FAST = ["--set", "train.threads=1", "--set", "finetune.seq_len=128", "--set", "train.batch_size=4", "--set", "train.grad_accum=2",
+        "--set", "sample.max_new_tokens=6", "--set", "eval.max_rows=24", "--set", "pairs.max_train=120"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return make_hf_base(tmp_path_factory.mktemp("pt") / "base")
+
+
+@pytest.fixture(scope="module")
+def sft_run(base, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "sft"
+    proc = run_cli("finetune", "sft", "--base", str(base), "--scale", "tiny", "--run", str(run), *FAST,
+                   "--set", "train.max_steps=16", "--set", "train.eval_interval=8", "--set", "train.save_interval=8", check=True)
+    return run, proc
+
+
+def _losses(run: Path) -> list[float]:
+    return [r["train_loss"] for r in read_metrics(run / "metrics.jsonl") if "train_loss" in r]
+
+
+def test_sft_qlora_end_to_end(sft_run):
+    run, proc = sft_run
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "train.json", "cost.json", "eval.json", "samples.json",
+                 "report.md", "report.html", "adapter/adapter_model.safetensors", "adapter/brlm_adapter.json", "data/manifest.json"):
+        assert (run / name).exists(), name
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["task"] == "sft" and ev["adapted"]["perplexity"] < ev["base"]["perplexity"]
+    tr = json.loads((run / "train.json").read_text())
+    assert tr["method"] == "qlora" and tr["fused_loss"] and tr["steps"] == 16 and tr["tokens_per_s"] > 0
+    assert tr["trainable_params"] < tr["n_params"] / 4
+    cost = json.loads((run / "cost.json").read_text())
+    assert cost["flops_per_token"] > 0 and cost["total_flops"] > 0 and "estimated_cost_usd" in cost
+    base = json.loads((run / "base.json").read_text())
+    assert base["fit"]["fits"] and base["fit"]["estimate"]["method"] == "qlora"
+    cfg = (run / "config.yaml").read_text()
+    assert "finetune:" in cfg and "model:" not in cfg and "tokenizer:" not in cfg  # only post-training keys
+    assert "tok/s" in proc.stderr and "ETA" in proc.stderr
+    assert "val ppl" in proc.stdout
+    report = (run / "report.md").read_text()
+    assert "Base versus adaptado" in report and "perplexidade só das respostas" in report
+    samples = json.loads((run / "samples.json").read_text())
+    assert {s["model"] for s in samples} == {"base", "adapted"}
+
+
+def test_adapter_loads_in_sample_and_eval_and_merge(sft_run, base, tmp_path):
+    run, _ = sft_run
+    from brlm.infer.load import load_model
+
+    lm = load_model(base, adapter=run / "adapter")
+    assert lm.meta["adapter"].endswith("adapter")
+    same = load_model(run)  # a post-training run: its base + adapter
+    ids = lm.tokenizer.encode("A capital do Paraná")
+    import torch
+
+    with torch.no_grad():
+        assert torch.allclose(lm.model(torch.tensor([ids]))[0], same.model(torch.tensor([ids]))[0])
+    proc = run_cli("sample", str(base), "--adapter", str(run), "--chat", "--prompt", "Qual é a capital do Paraná?",
+                   "--max-new-tokens", "4", "--temperature", "0", check=True)
+    assert "<|usuario|>" in proc.stdout
+    other = make_hf_base(tmp_path / "other", seed=3)
+    bad = run_cli("sample", str(other), "--adapter", str(run / "adapter"), "--prompt", "Oi", "--max-new-tokens", "2")
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("brlm sample: error")]
+    assert bad.returncode == 2 and len(errors) == 1 and "trained on a different base" in errors[0]
+    run_cli("finetune", "merge", str(run), check=True)
+    assert (run / "merged" / "model.safetensors").is_file() and (run / "merged" / "tokenizer.json").is_file()
+
+
+def test_resume_after_sigkill_is_exact(base, tmp_path):
+    args = ["--base", str(base), "--scale", "tiny", *FAST, "--set", "train.max_steps=10", "--set", "train.save_interval=2",
+            "--set", "train.eval_interval=5", "--set", "eval.adapted_only=true", "--set", "sample.num_samples=1"]
+    whole = tmp_path / "whole"
+    run_cli("finetune", "sft", "--run", str(whole), *args, check=True)
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "brlm", "finetune", "sft", "--run", str(killed), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "meta_000006.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "adapter").exists()
+    run_cli("finetune", "sft", "--run", str(killed), "--resume", check=True)
+    a, b = (load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in (whole, killed))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert _losses(killed) == _losses(whole) and len(_losses(whole)) == len([r for r in read_metrics(whole / "metrics.jsonl")
+                                                                            if "train_loss" in r])
+    va = [r["val_loss"] for r in read_metrics(whole / "metrics.jsonl") if "val_loss" in r]
+    assert va == [r["val_loss"] for r in read_metrics(killed / "metrics.jsonl") if "val_loss" in r]
+
+
+LORA = ["--method", "lora", "--set", "lora.dropout=0", "--set", "train.gradient_checkpointing=false",
+        "--set", "train.max_steps=4", "--set", "train.log_interval=1", "--set", "train.eval_interval=4",
+        "--set", "eval.adapted_only=true", "--set", "sample.num_samples=1", "--set", "sample.max_new_tokens=2"]
+
+
+def test_accumulation_and_two_processes_match_one_big_batch(base, tmp_path):
+    """Per-token loss over the whole step: batch 8 = batch 4 x accumulation 2 = 2 processes x batch 4
+    (gloo), step for step."""
+    common = ["--base", str(base), "--scale", "tiny", *FAST, *LORA]
+    one = tmp_path / "one"
+    run_cli("finetune", "sft", "--run", str(one), *common, "--set", "train.batch_size=8", "--set", "train.grad_accum=1", check=True)
+    accum = tmp_path / "accum"
+    run_cli("finetune", "sft", "--run", str(accum), *common, "--set", "train.batch_size=4", "--set", "train.grad_accum=2", check=True)
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "brlm",
+                           "finetune", "sft", "--run-dir", str(ddp), *common, "--set", "train.batch_size=4", "--set", "train.grad_accum=1"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b, c = _losses(one), _losses(accum), _losses(ddp)
+    assert len(a) == 4
+    assert b == pytest.approx(a, rel=1e-5) and c == pytest.approx(a, rel=1e-5)
+    ta, tc = (json.loads((r / "train.json").read_text()) for r in (one, ddp))
+    assert tc["processes"] == 2 and tc["tokens_seen"] == ta["tokens_seen"]
+    assert proc.stderr.count("step      4/4 | loss") == 1  # only rank 0 prints
+
+
+def test_dpo_runs_and_prefers_chosen(base, tmp_path):
+    run = tmp_path / "dpo"
+    run_cli("finetune", "dpo", "--base", str(base), "--scale", "tiny", "--run", str(run), *FAST, "--set", "train.max_steps=8",
+            "--set", "train.eval_interval=4", "--set", "sample.num_samples=1", check=True)
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["task"] == "dpo"
+    a, b = ev["adapted"], ev["base"]
+    assert a["mean_logp_margin"] > b["mean_logp_margin"]  # DPO widens chosen - rejected against the reference
+    assert b["loss"] == pytest.approx(0.693147, abs=1e-5) and a["loss"] < b["loss"] and a["reward_accuracy"] > 0.5
+    rows = read_metrics(run / "metrics.jsonl")
+    assert any("reward_accuracy" in r for r in rows) and any("val_reward_accuracy" in r for r in rows)
+
+
+def test_bad_inputs_are_one_line_exit_2(base, tmp_path):
+    def fails(*args: str) -> str:
+        proc = run_cli("finetune", *args)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = [x for x in proc.stderr.splitlines() if x.startswith("brlm finetune")]
+        assert len(lines) == 1, proc.stderr[-2000:]
+        return lines[0]
+
+    runs = ["--runs-dir", str(tmp_path)]
+    assert "finetune.base is empty" in fails("sft", "--scale", "tiny", *runs)
+    missing = write_jsonl(tmp_path / "m.jsonl", [{"instruction": "Oi"}])
+    assert "m.jsonl:1: missing field 'output'" in fails("sft", "--base", str(base), "--data", str(missing), *runs)
+    assert "meta-llama/Llama-3.1-8B" in fails("cpt", "--scale", "paper", "--set", "train.device=cpu", *runs)
+    msg = fails("sft", "--base", str(base), "--scale", "tiny", "--set", "train.memory_limit_gb=0.000001", *runs)
+    assert "needs ~" in msg and "GB" in msg and "train.fit_check=false" in msg
+    assert "lora.target_modules" in fails("sft", "--base", str(base), "--scale", "tiny", "--set", "lora.target_modules=wq", *runs)
