@@ -108,6 +108,8 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
         logger.close()
     if master:
         write_json(paths.train_summary, summary)
+        if record is not None:
+            record.update(train_dtype=summary.get("dtype_choice"))  # what `auto` chose, and the probe's figures
     return summary
 
 
