@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+import brlm.train.loop as loop
 from brlm.config import ModelConfig, RunConfig, TrainConfig
 from brlm.io.logging import JSONLLogger, read_metrics
 from brlm.models.checkpoint import load_checkpoint, save_checkpoint, update_pointers
 from brlm.models.registry import build_model
-import brlm.train.loop as loop
 from brlm.train.loop import train
 from brlm.train.optim import lr_at, make_optimizer
 

@@ -34,7 +34,6 @@ import torch.distributed as dist
 
 from brlm.config import RunConfig
 from brlm.data.loader import ShuffledBatches, Windows, fixed_indices
-from brlm.errors import ConfigError
 from brlm.eval.intrinsic import evaluate_windows
 from brlm.io.files import write_text
 from brlm.io.logging import MetricLogger, format_seconds, info
