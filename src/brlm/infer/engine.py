@@ -101,20 +101,21 @@ def _decode_step(model: nn.Module, tokens: torch.Tensor, cache: Any) -> torch.Te
     return logits[:, -1]
 
 
-_compiled_step: Callable | None = None
+_compiled_steps: dict[str, Callable] = {}
 _compile_failed = False
 
 
-def _compiled() -> Callable | None:
+def _compiled(backend: str = "inductor") -> Callable | None:
     """The compiled decode step, shared by every engine (Dynamo guards on shapes, not on tensor
-    identities, so a new engine of the same model and batch reuses the captured graph)."""
-    global _compiled_step
-    if _compiled_step is None and not _compile_failed:
+    identities, so a new engine of the same model and batch reuses the captured graph). gpt, llama
+    and rnn steps are one graph; moe's expert routing (`nonzero`) splits it, the pieces between
+    run eagerly."""
+    if backend not in _compiled_steps and not _compile_failed:
         try:
-            _compiled_step = torch.compile(_decode_step, dynamic=False)
+            _compiled_steps[backend] = torch.compile(_decode_step, backend=backend, dynamic=False)
         except Exception as e:  # noqa: BLE001 - any failure means: decode eagerly
             _give_up_compile(e)
-    return _compiled_step
+    return _compiled_steps.get(backend)
 
 
 def _give_up_compile(e: BaseException) -> None:
@@ -138,11 +139,12 @@ def resolve_decode_dtype(name: str) -> torch.dtype:
 class Engine:
     """Decode up to `max_batch` sequences at once, each in its own row (slot) of a static cache of
     `max_len` positions (default: the model's context). `compile=True` captures the decode step
-    with torch.compile (falls back to eager, said once, when that fails); `dtype` 'bf16' / 'auto'
-    decodes a bf16 copy of the weights (the model passed in is left as it is)."""
+    with torch.compile (inductor; a string names another backend) and falls back to eager, said
+    once, when that fails; `dtype` 'bf16' / 'auto' decodes a bf16 copy of the weights (the model
+    passed in is left as it is). Prefill stays eager: its shape changes with every prompt."""
 
     def __init__(self, model: nn.Module, max_batch: int = 1, max_len: int | None = None,
-                 device: str | torch.device = "cpu", use_cache: bool = True, compile: bool = False,
+                 device: str | torch.device = "cpu", use_cache: bool = True, compile: bool | str = False,
                  dtype: str = "fp32"):
         if resolve_decode_dtype(dtype) != torch.float32:
             model = copy.deepcopy(model).to(torch.bfloat16)
@@ -151,7 +153,7 @@ class Engine:
         self.max_batch = max_batch
         self.limit = context_limit(model)
         self.cached = use_cache and hasattr(model, "make_cache")
-        self.compile = compile and self.cached
+        self.compile = (compile if isinstance(compile, str) else "inductor") if compile and self.cached else None
         self.max_len = min(max_len or self.limit or 1024, self.limit or max_len or 1024)
         B = max_batch
         self.cache = self.model.make_cache(B, self.max_len, self.device).rows() if self.cached else None
@@ -267,14 +269,14 @@ class Engine:
         return out
 
     def _forward(self) -> torch.Tensor:
-        step = _compiled() if self.compile else None
+        step = _compiled(self.compile) if self.compile else None
         if step is not None:
             saved = self.cache.lengths.clone() if hasattr(self.cache, "lengths") else None
             try:
                 return step(self.model, self.tokens, self.cache)
             except Exception as e:  # noqa: BLE001 - a backend that cannot build: decode eagerly
                 _give_up_compile(e)
-                self.compile = False
+                self.compile = None
                 if saved is not None:
                     self.cache.lengths.copy_(saved)
         return _decode_step(self.model, self.tokens, self.cache)
