@@ -152,6 +152,7 @@ def test_auto_dtype_choice_and_probe_are_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": True})
     monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(precision, "PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(precision, "_load_per_core", lambda: 0.1)  # a quiet machine: figures are cached
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 300, size=4000).astype(np.uint16)
     cfg = RunConfig(model=TINY, train=TrainConfig(batch_size=4, max_steps=2, stride=8, warmup_steps=1, eval_interval=2,
@@ -165,8 +166,12 @@ def test_auto_dtype_choice_and_probe_are_recorded(tmp_path, monkeypatch):
     probe = choice["probe"]
     assert probe["fp32_s_per_step"] > 0 and probe["bf16_s_per_step"] > 0 and probe["cached"] is False
     assert (summary["dtype"] == "bf16") == (probe["speedup"] >= precision.MIN_SPEEDUP)
-    # The figures are cached per machine and shape: a second run does not probe again.
+    # The figures are cached per machine and shape: a second run does not probe again...
     assert precision.cached_probe(TINY, 300)["cached"] is True
+    # ...but a busy machine's figures decide one run only.
+    monkeypatch.setattr(precision, "_load_per_core", lambda: 3.0)
+    other = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, dropout=0.0)
+    assert precision.cached_probe(other, 300)["cached"] is False and precision.cached_probe(other, 300)["cached"] is False
 
 
 def test_bf16_training_is_seeded_and_recorded(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@
   AMX) ~1.6x (issue 13), but a model dominated by element-wise work may gain nothing.
 
 The probe's figures are cached per machine and model shape in the brlm cache dir (as the matmul
-peak of brlm.compute.peak), so a machine pays for it once per shape. The decision and the figures
+peak of brlm.compute.peak), so a machine pays for it once per shape; figures taken with more than
+one runnable job per core decide that run only and are not cached. The decision and the figures
 go into train.json (`dtype_choice`) and run.json (`train_dtype`).
 
     amp_dtype, record = choose_dtype("auto", torch.device("cpu"), probe=lambda: cached_probe(cfg.model, 8192))
@@ -60,12 +61,19 @@ def probe_speed(mc: ModelConfig, vocab_size: int, device: torch.device | str = "
         step(False), step(True)  # warm-up: allocator, oneDNN kernels for both dtypes
         best = {False: float("inf"), True: float("inf")}
         reps, t_end = 0, time.perf_counter() + seconds
-        while reps < 1 or (time.perf_counter() < t_end and reps < 8):
+        while reps < 3 or (time.perf_counter() < t_end and reps < 8):
             for bf16 in (False, True):
                 best[bf16] = min(best[bf16], step(bf16))
             reps += 1
     return {"fp32_s_per_step": best[False], "bf16_s_per_step": best[True], "speedup": best[False] / best[True],
-            "tokens_per_step": x.numel(), "repeats": reps}
+            "tokens_per_step": x.numel(), "repeats": reps, "load_per_core": _load_per_core()}
+
+
+def _load_per_core() -> float | None:
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        return None
 
 
 def probe_key(mc: ModelConfig, vocab_size: int, threads: int) -> str:
@@ -90,6 +98,8 @@ def cached_probe(mc: ModelConfig, vocab_size: int, refresh: bool = False) -> dic
     if key in cache and not refresh:
         return {**cache[key], "cached": True}
     entry = {**probe_speed(mc, vocab_size), "threads": threads, "cpu": cpu_model()}
+    if (entry["load_per_core"] or 0.0) > 1.0:
+        return {**entry, "cached": False}  # a contended machine's figures decide this run only
     cache[key] = entry
     try:
         from brlm.io.files import write_json
