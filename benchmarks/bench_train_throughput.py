@@ -12,7 +12,11 @@ Model: 5.3 M parameters — vocab 8192, 4 layers, 4 heads, n_embd 256, block 256
 MFU = FLOPs/token (6 N + 12 L C T, the same formula for both) x tokens/s / measured fp32 matmul peak.
 
     .venv/bin/python benchmarks/bench_train_throughput.py            # ~5-10 minutes on 2 cores
+    .venv/bin/python benchmarks/bench_train_throughput.py --bf16 --write   # + bf16 rows, table into RESULTS.md
     .venv/bin/python benchmarks/bench_train_throughput.py --steps 4 --no-compile   # quick look
+The CPU model and flags are printed beside every ratio; the script refuses to measure when the
+load average is above 0.5 per core (--force measures anyway, and says so). `--write` puts the
+table into benchmarks/RESULTS.md under this machine kind's heading, leaving other CPUs' tables.
 Needs `pip install 'brlm[hf]'` (transformers).
 """
 
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from benchlib import check_load, machine_kind, tag, write_table
 
 import brlm.models.gpt
 import brlm.models.llama
@@ -106,18 +111,19 @@ def hf_model(arch: str) -> torch.nn.Module:
     return transformers.LlamaForCausalLM(cfg)
 
 
-def hf_tokens_per_s(arch: str, steps: int, warmup: int, bf16: bool = False) -> tuple[float, int]:
-    """A plain PyTorch loop on the HF model (optionally under bf16 autocast, as brlm's bf16 row);
-    tokens/s of the median step after `warmup`."""
+def hf_tokens_per_s(arch: str, steps: int, warmup: int, bf16: bool = False, compile_: bool = False) -> tuple[float, int]:
+    """A plain PyTorch loop on the HF model (optionally under bf16 autocast, as brlm's bf16 row, and
+    with torch.compile of the model); tokens/s of the median step after `warmup`."""
     torch.manual_seed(0)
     model = hf_model(arch).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    fwd = torch.compile(model) if compile_ else model
     x = torch.randint(0, VOCAB, (BATCH, BLOCK))
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=x, labels=x).loss
+            loss = fwd(input_ids=x, labels=x).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -135,8 +141,12 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="also measure brlm and HF with bf16 autocast")
     ap.add_argument("--archs", default="gpt,llama")
     ap.add_argument("--rounds", type=int, default=2, help="alternating HF / brlm rounds; the best round counts")
+    ap.add_argument("--hf-compile", action="store_true", help="also measure the HF loop with torch.compile(model)")
+    ap.add_argument("--force", action="store_true", help="measure even on a busy machine (load > 0.5 per core)")
+    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md (this machine kind's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load = check_load(args.force)
 
     peak = matmul_peak()
     print(f"threads {torch.get_num_threads()} | measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
@@ -169,20 +179,48 @@ def main() -> None:
                      brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=False, dtype="bf16"), n_brlm)
             if not args.no_compile and r == args.rounds - 1:
                 keep(f"brlm {arch} torch.compile|{arch}", brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=True), n_brlm)
+                if args.bf16:
+                    keep(f"brlm {arch} torch.compile, bf16 autocast|{arch}",
+                         brlm_tokens_per_s(arch, args.steps, args.warmup, compile_=True, dtype="bf16"), n_brlm)
+            if args.hf_compile and r == args.rounds - 1:
+                keep(f"HF {arch} plain loop + torch.compile|{arch}", *hf_tokens_per_s(arch, args.steps, args.warmup, compile_=True))
+                if args.bf16:
+                    keep(f"HF {arch} plain loop + torch.compile, bf16 autocast|{arch}",
+                         *hf_tokens_per_s(arch, args.steps, args.warmup, bf16=True, compile_=True))
     peak = max(peak, matmul_peak())  # again at the end: the best of both counts as the peak
     print(f"measured fp32 matmul peak (best of start and end) {peak / 1e9:.0f} GFLOP/s")
     if args.bf16:
         peak_bf16 = max(peak_bf16, matmul_peak(dtype=torch.bfloat16))
         print(f"measured bf16 matmul peak (best of start and end) {peak_bf16 / 1e9:.0f} GFLOP/s")
-    print("\nMFU against the peak of the dtype the matmuls run in; 'vs HF': against the HF row of the same dtype.")
-    print("\n| run | params | tokens/s | MFU | vs HF |\n|---|---|---|---|---|")
+    print("\nMFU against the peak of the dtype the matmuls run in; 'vs HF': against the HF plain loop of the same dtype;")
+    print("'vs HF + compile': against the HF loop with torch.compile(model) of the same dtype (--hf-compile).")
+    lines = ["| run | params | tokens/s | MFU | vs HF | vs HF + compile |", "|---|---|---|---|---|---|"]
+
+    def hf_ref(arch: str, bf16: bool, compiled: bool) -> float | None:
+        return next((v for k, v in best.items() if k.startswith("HF") and k.endswith(f"|{arch}")
+                     and ("bf16" in k) == bf16 and ("torch.compile" in k) == compiled), None)
+
     for key, tps in best.items():
         name, arch = key.split("|")
         bf16 = "bf16" in name
-        ref = next(v for k, v in best.items() if k.startswith("HF") and k.endswith(f"|{arch}") and ("bf16" in k) == bf16)
+        ref, ref_c = hf_ref(arch, bf16, False), hf_ref(arch, bf16, True)
         fpt = flops_per_token(build_model(model_cfg(arch), VOCAB))
         mfu = fpt * tps / (peak_bf16 if bf16 else peak)
-        print(f"| {name} | {params[key] / 1e6:.2f} M | {tps:,.0f} | {mfu:.0%} | {tps / ref:.2f}x |")
+        vs = f"{tps / ref:.2f}x" if ref else "—"
+        vs_c = f"{tps / ref_c:.2f}x" if ref_c else "—"
+        lines.append(f"| {name} | {params[key] / 1e6:.2f} M | {tps:,.0f} | {mfu:.0%} | {vs} | {vs_c} |")
+        if name.startswith("brlm") and ref:
+            print(f"{name}: {tps / ref:.2f}x HF" + (f", {tps / ref_c:.2f}x HF + compile" if ref_c else "") + f" {tag()}")
+    body = "\n".join(lines)
+    print("\n" + body)
+    if args.write:
+        notes = (f"\n\n`benchmarks/bench_train_throughput.py --rounds {args.rounds} --steps {args.steps} --warmup {args.warmup}"
+                 f"{' --bf16' if args.bf16 else ''}{' --hf-compile' if args.hf_compile else ''}"
+                 f"{' --no-compile' if args.no_compile else ''}`; {torch.get_num_threads()} threads, torch {torch.__version__}; "
+                 f"measured matmul peak fp32 {peak / 1e9:.0f} GFLOP/s" + (f", bf16 {peak_bf16 / 1e9:.0f} GFLOP/s" if args.bf16 else "")
+                 + f"; load average {load:.2f} at the start. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
+        write_table("Training throughput (bench_train_throughput.py)", "brlm trainer vs HF plain loop", body + notes)
+    print(f"\nmachine: {machine_kind()}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import brlm.train.loop as loop
 from brlm.config import ModelConfig, RunConfig, TrainConfig
 from brlm.io.logging import JSONLLogger, read_metrics
 from brlm.models.checkpoint import load_checkpoint, save_checkpoint, update_pointers
@@ -117,16 +118,60 @@ def test_pinned_first_losses(tmp_path):
 PINNED = [5.697, 5.679, 5.635]
 
 
-def test_auto_dtype_is_bf16_only_where_it_pays(monkeypatch):
-    import brlm.train.loop as loop
+def test_auto_dtype_is_bf16_only_where_native_and_measured_faster():
+    from brlm.train.precision import choose_dtype
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(loop, "cpu_has_amx_bf16", lambda: True)
-    assert loop.autocast_dtype("auto", cpu) is torch.bfloat16 and loop.dtype_name(torch.bfloat16) == "bf16"
-    assert loop.autocast_dtype("fp32", cpu) is None  # asked for explicitly
-    monkeypatch.setattr(loop, "cpu_has_amx_bf16", lambda: False)
-    assert loop.autocast_dtype("auto", cpu) is None and loop.dtype_name(None) == "fp32"
-    assert loop.autocast_dtype("bf16", cpu) is torch.bfloat16  # asked for explicitly
+    calls = []
+
+    def probe(speedup):
+        def run():
+            calls.append(speedup)
+            return {"fp32_s_per_step": 1.0, "bf16_s_per_step": 1.0 / speedup, "speedup": speedup}
+        return run
+
+    amx, zen4, none = {"amx_bf16": True, "avx512_bf16": True}, {"amx_bf16": False, "avx512_bf16": True}, \
+        {"amx_bf16": False, "avx512_bf16": False}
+    dt, rec = choose_dtype("auto", cpu, amx, probe(2.0))
+    assert dt is torch.bfloat16 and rec["chosen"] == "bf16" and rec["probe"]["speedup"] == 2.0
+    assert choose_dtype("auto", cpu, zen4, probe(1.6))[0] is torch.bfloat16  # AVX-512 BF16 counts, AMX not needed
+    dt, rec = choose_dtype("auto", cpu, zen4, probe(1.01))  # native but not faster: within noise
+    assert dt is None and rec["chosen"] == "fp32" and "1.01x" in rec["reason"]
+    calls.clear()
+    dt, rec = choose_dtype("auto", cpu, none, probe(9.0))
+    assert dt is None and "emulated" in rec["reason"] and calls == []  # no probe where bf16 cannot pay
+    assert choose_dtype("fp32", cpu, amx, probe(2.0))[1]["reason"] == "asked for" and calls == []
+    assert choose_dtype("bf16", cpu, none)[0] is torch.bfloat16  # asked for explicitly
+    assert choose_dtype("auto", cpu, amx, None)[0] is None  # native, but nothing measured
+    assert loop.dtype_name(torch.bfloat16) == "bf16" and loop.dtype_name(None) == "fp32"
+
+
+def test_auto_dtype_choice_and_probe_are_recorded(tmp_path, monkeypatch):
+    import brlm.train.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": True})
+    monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision, "PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(precision, "_load_per_core", lambda: 0.1)  # a quiet machine: figures are cached
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 300, size=4000).astype(np.uint16)
+    cfg = RunConfig(model=TINY, train=TrainConfig(batch_size=4, max_steps=2, stride=8, warmup_steps=1, eval_interval=2,
+                                                  eval_windows=2, log_interval=1, seed=3, dtype="auto"))
+    logger = JSONLLogger(tmp_path / "m.jsonl")
+    summary = train(cfg, tokens[:3500], tokens[3500:], 300, tmp_path / "ck", logger)
+    logger.close()
+    choice = summary["dtype_choice"]
+    assert choice["requested"] == "auto" and choice["chosen"] == summary["dtype"]
+    assert choice["cpu_bf16"] == {"amx_bf16": False, "avx512_bf16": True}
+    probe = choice["probe"]
+    assert probe["fp32_s_per_step"] > 0 and probe["bf16_s_per_step"] > 0 and probe["cached"] is False
+    assert (summary["dtype"] == "bf16") == (probe["speedup"] >= precision.MIN_SPEEDUP)
+    # The figures are cached per machine and shape: a second run does not probe again...
+    assert precision.cached_probe(TINY, 300)["cached"] is True
+    # ...but a busy machine's figures decide one run only.
+    monkeypatch.setattr(precision, "_load_per_core", lambda: 3.0)
+    other = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, dropout=0.0)
+    assert precision.cached_probe(other, 300)["cached"] is False and precision.cached_probe(other, 300)["cached"] is False
 
 
 def test_bf16_training_is_seeded_and_recorded(tmp_path, monkeypatch):

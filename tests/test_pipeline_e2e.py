@@ -19,6 +19,8 @@ def test_tiny_run_produces_a_complete_folder(tiny_run):
     assert {"data", "tokenizer", "shards"} <= set(record["hashes"])
     summary = json.loads((tiny_run / "train.json").read_text())
     assert summary["best_val_loss"] < summary["initial_val_loss"]
+    # What train.dtype chose, and why (with the probe's figures where it measured), in both files.
+    assert record["train_dtype"] == summary["dtype_choice"] and record["train_dtype"]["chosen"] == summary["dtype"]
     ev = json.loads((tiny_run / "eval.json").read_text())
     assert {"loss", "perplexity", "accuracy", "bits_per_byte", "windows_sha256"} <= set(ev)
     samples = json.loads((tiny_run / "samples.json").read_text())

@@ -246,7 +246,7 @@ class TrainConfig:
     early_stop_patience: int = setting(0, "stop after this many validations without improvement (0 = never)")
     save_interval: int = setting(0, "steps between resume checkpoints (0 = every eval_interval)")
     keep_checkpoints: int = setting(2, "recent checkpoints kept besides the best one; older ones are deleted")
-    dtype: str = setting("auto", "'auto' (bf16 autocast on GPUs that support it and on CPUs with AMX, else fp32), 'fp32' or 'bf16'")
+    dtype: str = setting("auto", "'auto' (bf16 autocast on GPUs that support it, and on CPUs with native bf16 where a short probe of the model shows it faster; else fp32), 'fp32' or 'bf16'")
     compile: bool = setting(False, "torch.compile the model for training (slow first steps, faster after)")
     peak_tflops: float = setting(0.0, "hardware peak TFLOP/s per process, for the MFU figure (0 = GPU table or the measured CPU matmul peak)")
 

@@ -45,6 +45,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_support(flags: set[str] | None = None) -> dict[str, bool]:
+    """Which native bf16 matmul paths this CPU has: AMX tiles (Intel Xeon 4th gen and later) or
+    AVX-512 BF16 (Cooper Lake, AMD Zen 4 and later). Without either, bf16 matmuls are emulated and
+    slower than fp32. torch's own AMX probe backs up the flags (a VM may hide them)."""
+    probe_torch = flags is None  # fake flags (tests) are taken as they are
+    flags = cpu_flags() if flags is None else flags
+    amx = "amx_bf16" in flags
+    if probe_torch and not amx:
+        try:
+            import torch
+
+            amx = amx or bool(torch.cpu._is_amx_tile_supported())
+        except (ImportError, AttributeError, RuntimeError):
+            pass
+    return {"amx_bf16": amx, "avx512_bf16": "avx512_bf16" in flags}
+
+
 def environment() -> dict[str, Any]:
     import numpy
     import torch

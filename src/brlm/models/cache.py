@@ -6,7 +6,15 @@ context. Protocol shared by every family:
                                                              # and cache.pos advances by T
 
 Attention models store keys/values per layer (GQA-aware: n_kv_head, not n_head); recurrent
-models keep their hidden state.
+models keep their hidden state. A model asks its cache two things: `positions(T, device)` (the
+absolute positions of the T new tokens) and `attend(layer, k, v)` (store them, hand back every
+key/value with the mask attention needs).
+
+The decoding engine (brlm.infer.engine) batches sequences of different lengths: `cache.rows()`
+is the same storage seen with one position per row (`RowKVCache.lengths`, a (B,) tensor), so a
+decode step has one fixed shape whatever the rows' lengths (what torch.compile needs, as in
+gpt-fast). A new sequence is prefilled into row b through `rows.slot(b)` (a batch-1 KVCache over
+that row's storage) and `rows.commit(b, slot)`.
 """
 
 from __future__ import annotations
@@ -15,13 +23,20 @@ import torch
 
 
 class KVCache:
+    """Keys/values of every layer, all rows at the same position `pos` (a Python int)."""
+
     def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, head_dim: int, max_len: int,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 storage: tuple[torch.Tensor, torch.Tensor] | None = None):
         shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        if storage is None:
+            storage = torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
+        self.k, self.v = storage  # (L, B, nkv, max_len, hd) each
         self.max_len = max_len
         self.pos = 0  # tokens already stored
+
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        return torch.arange(self.pos, self.pos + T, device=device)  # (T,)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v of shape (B, n_kv_head, T, hs) at [pos, pos+T); return all keys/values so far."""
@@ -33,9 +48,66 @@ class KVCache:
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """update(), plus what scaled_dot_product_attention needs: (k, v, attn_mask, is_causal)."""
+        past, T = self.pos, k.size(2)
+        k, v = self.update(layer, k, v)  # (B, nkv, past+T, hs)
+        if past == 0:
+            return k, v, None, T > 1
+        if T == 1:
+            return k, v, None, False  # one new query sees every stored position
+        # T new queries after `past` stored positions: query i sees keys [0, past + i].
+        mask = torch.ones(T, past + T, dtype=torch.bool, device=k.device).tril(diagonal=past)  # (T, past+T)
+        return k, v, mask, False
+
     def advance(self, T: int) -> None:
         """Called once per forward, after every layer has stored its T new positions."""
         self.pos += T
 
     def reset(self) -> None:
         self.pos = 0
+
+    def rows(self) -> RowKVCache:
+        """The same storage with one position per row (all rows empty)."""
+        return RowKVCache(self.k, self.v)
+
+
+class RowKVCache:
+    """KV storage where each row b holds `lengths[b]` positions (a (B,) int64 tensor), so one
+    decode step serves rows of different lengths. Attention always spans all max_len slots, with a
+    per-row mask (key j visible to a query at position p iff j <= p): the shapes never change, so
+    a compiled step is captured once. `advance(T)` moves each row by T * advance_by[b] (the
+    engine sets 0 for free rows, so they never grow)."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v = k, v  # (L, B, nkv, max_len, hd)
+        B, self.max_len = k.size(1), k.size(3)
+        self.lengths = torch.zeros(B, dtype=torch.long, device=k.device)
+        self.advance_by = torch.ones(B, dtype=torch.long, device=k.device)
+        self.key_pos = torch.arange(self.max_len, device=k.device)  # (max_len,)
+        self._pos = self._mask = None
+
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        # Computed once per forward, shared by every layer's attend().
+        self._pos = self.lengths[:, None] + torch.arange(T, device=device)  # (B, T)
+        self._mask = self.key_pos <= self._pos[:, None, :, None]  # (B, 1, T, max_len)
+        return self._pos
+
+    def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        B, nkv, T, hd = k.shape
+        where = self._pos.view(B, 1, T, 1).expand(B, nkv, T, hd)
+        self.k[layer].scatter_(2, where, k)
+        self.v[layer].scatter_(2, where, v)
+        return self.k[layer], self.v[layer], self._mask, False
+
+    def advance(self, T: int) -> None:
+        self.lengths.add_(self.advance_by, alpha=T)
+
+    def slot(self, b: int) -> KVCache:
+        """An empty batch-1 KVCache writing into row b's storage (to prefill a new sequence)."""
+        k, v = self.k[:, b : b + 1], self.v[:, b : b + 1]
+        return KVCache(k.size(0), 1, k.size(2), k.size(4), self.max_len, storage=(k, v))
+
+    def commit(self, b: int, slot: KVCache) -> None:
+        """Row b now holds what `slot` (from slot(b)) stored."""
+        self.lengths[b] = slot.pos

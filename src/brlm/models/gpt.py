@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brlm.config import ModelConfig
-from brlm.models.cache import KVCache
+from brlm.models.cache import KVCache, RowKVCache
 from brlm.models.loss import linear_cross_entropy
 
 
@@ -36,7 +36,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | RowKVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         hs = C // self.n_head
@@ -46,16 +46,8 @@ class CausalSelfAttention(nn.Module):
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         else:
-            past = cache.pos
-            k, v = cache.update(layer, k, v)  # (B, nh, past+T, hs)
-            if past == 0:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            elif T == 1:
-                y = F.scaled_dot_product_attention(q, k, v)  # one new query sees every stored position
-            else:
-                # T new queries after `past` stored positions: query i sees keys [0, past + i].
-                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, past+T)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            k, v, mask, causal = cache.attend(layer, k, v)  # (B, nh, S, hs): every stored position
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -80,7 +72,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | RowKVCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
 
@@ -126,12 +118,12 @@ class GPT(nn.Module):
         dtype = self.wte.weight.dtype
         return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.n_embd // cfg.n_head, max_len, device=device, dtype=dtype)
 
-    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | RowKVCache | None = None) -> torch.Tensor:
         B, T = idx.shape
-        start = cache.pos if cache is not None else 0
-        if start + T > self.block_size:
-            raise ValueError(f"sequence of {start + T} tokens is longer than block_size={self.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
+        end = getattr(cache, "pos", 0) + T  # a RowKVCache (per-row positions) is sized by the engine
+        if end > self.block_size:
+            raise ValueError(f"sequence of {end} tokens is longer than block_size={self.block_size}")
+        pos = cache.positions(T, idx.device) if cache is not None else torch.arange(T, device=idx.device)  # (T,) or (B, T)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.h):
             x = block(x, cache, i)
@@ -140,7 +132,7 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | RowKVCache | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(logits (B, T, V), None) without targets; (None, mean cross-entropy) with them, computed
         by the fused head + loss that never holds all the logits (models/loss.py)."""

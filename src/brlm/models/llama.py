@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brlm.config import ModelConfig
-from brlm.models.cache import KVCache
+from brlm.models.cache import KVCache, RowKVCache
 from brlm.models.loss import linear_cross_entropy
 
 
@@ -36,10 +36,11 @@ class RMSNorm(nn.Module):
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (T, 1, head_dim / 2) for the given absolute positions: one angle per
-    pair (x_i, x_{i + hd/2}), the "rotate_half" layout of Hugging Face's Llama."""
+    """cos, sin of shape (T, 1, head_dim / 2) for positions (T,), or (B, T, 1, head_dim / 2) for
+    per-row positions (B, T): one angle per pair (x_i, x_{i + hd/2}), the "rotate_half" layout of
+    Hugging Face's Llama."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
-    freqs = torch.outer(positions.float(), inv_freq).unsqueeze(1)  # (T, 1, hd/2)
+    freqs = (positions.float()[..., None] * inv_freq).unsqueeze(-2)  # (..., T, 1, hd/2)
     return freqs.cos(), freqs.sin()
 
 
@@ -92,7 +93,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+                cache: KVCache | RowKVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q = self.wq(x).view(B, T, self.n_head, self.head_dim)  # (B, T, nh, hd)
         k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, nkv, hd)
@@ -103,13 +104,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin).transpose(1, 2), apply_rope(k, cos, sin).transpose(1, 2)
         mask, causal = None, True
         if cache is not None:
-            past = cache.pos
-            k, v = cache.update(layer, k, v)  # (B, nkv, past+T, hd)
-            if past > 0:
-                # Query i sits at absolute position past+i and may see keys 0..past+i.
-                causal = False
-                if T > 1:
-                    mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            k, v, mask, causal = cache.attend(layer, k, v)  # (B, nkv, S, hd): every stored position
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal and T > 1,
             dropout_p=self.dropout if self.training else 0.0,
@@ -139,7 +134,7 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+                cache: KVCache | RowKVCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, layer))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
@@ -184,12 +179,12 @@ class Llama(nn.Module):
         dtype = self.tok_emb.weight.dtype
         return KVCache(self.cfg.n_layer, batch_size, self.cfg.kv_heads, self.cfg.head_dim, max_len, device, dtype)
 
-    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | RowKVCache | None = None) -> torch.Tensor:
         B, T = idx.shape
-        start = cache.pos if cache is not None else 0
         if cache is None and T > self.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size={self.block_size}")
-        cos, sin = rope_cos_sin(torch.arange(start, start + T, device=idx.device), self.cfg.head_dim, self.cfg.rope_base)
+        pos = cache.positions(T, idx.device) if cache is not None else torch.arange(T, device=idx.device)  # (T,) or (B, T)
+        cos, sin = rope_cos_sin(pos, self.cfg.head_dim, self.cfg.rope_base)
         x = self.drop(self.tok_emb(idx))  # (B, T, C)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache, i)
@@ -198,7 +193,7 @@ class Llama(nn.Module):
         return self.norm(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                cache: KVCache | RowKVCache | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(logits (B, T, V), None) without targets; (None, mean cross-entropy) with them (fused
         head + loss, models/loss.py)."""
         h = self.hidden_states(idx, cache)

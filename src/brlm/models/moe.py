@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brlm.config import ModelConfig
-from brlm.models.cache import KVCache
+from brlm.models.cache import KVCache, RowKVCache
 from brlm.models.llama import (
     Llama,
     SwiGLU,
@@ -87,7 +87,7 @@ class MoE(Llama):
         return torch.stack([layer.ffn.load for layer in self.layers])
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                cache: KVCache | RowKVCache | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         logits, ce = super().forward(idx, targets, cache)
         ffns = [layer.ffn for layer in self.layers]
         balance = torch.stack([f.balance_loss for f in ffns]).mean()

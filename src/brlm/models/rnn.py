@@ -25,14 +25,40 @@ from brlm.models.loss import linear_cross_entropy
 
 
 class RNNState:
-    """Hidden state carried between calls: one entry per layer (h for GRU, (h, c) for LSTM)."""
+    """Hidden state carried between calls: one entry per layer (h for GRU, (h, c) for LSTM), each
+    (1, B, H). The engine's per-row protocol (brlm.models.cache) is simple here: rows do not depend
+    on positions, so `rows()` is the state itself, a new sequence is run through a fresh batch-1
+    state (`slot`) and its hidden state copied into row b (`commit`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch_size: int = 1) -> None:
+        self.batch_size = batch_size
         self.hidden: list | None = None
         self.pos = 0  # tokens consumed so far
 
     def reset(self) -> None:
         self.hidden, self.pos = None, 0
+
+    def rows(self) -> RNNState:
+        return self
+
+    def slot(self, b: int) -> RNNState:
+        return RNNState(1)
+
+    def commit(self, b: int, slot: RNNState) -> None:
+        if slot.hidden is None:  # an empty prompt prefix: the row starts from zeros
+            if self.hidden is not None:
+                for h in self.hidden:
+                    for t in (h if isinstance(h, tuple) else (h,)):
+                        t[:, b].zero_()
+            return
+        if self.hidden is None:
+            def zeros(t: torch.Tensor) -> torch.Tensor:
+                return t.new_zeros(t.size(0), self.batch_size, *t.shape[2:])
+
+            self.hidden = [tuple(map(zeros, h)) if isinstance(h, tuple) else zeros(h) for h in slot.hidden]
+        for dst, src in zip(self.hidden, slot.hidden):
+            for d, s in zip(dst if isinstance(dst, tuple) else (dst,), src if isinstance(src, tuple) else (src,)):
+                d[:, b] = s[:, 0]
 
 
 class RNNLM(nn.Module):
@@ -66,8 +92,8 @@ class RNNLM(nn.Module):
         return n - self.emb.weight.numel() if non_embedding and not self.cfg.tie_embeddings else n
 
     def make_cache(self, batch_size: int, max_len: int = 0, device: str | torch.device = "cpu") -> RNNState:
-        # An RNN's state does not grow with the context, so batch_size / max_len / device are unused.
-        return RNNState()
+        # An RNN's state does not grow with the context, so max_len / device are unused.
+        return RNNState(batch_size)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: RNNState | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:

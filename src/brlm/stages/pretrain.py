@@ -115,6 +115,8 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
     summary.update(bytes_per_token=bpt, bytes_seen=int(round(summary["tokens_seen"] * bpt)))
     if master:
         write_json(paths.train_summary, summary)
+        if record is not None:
+            record.update(train_dtype=summary.get("dtype_choice"))  # what `auto` chose, and the probe's figures
     return summary
 
 

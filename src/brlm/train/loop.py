@@ -35,7 +35,6 @@ import torch.distributed as dist
 
 from brlm.config import RunConfig
 from brlm.data.loader import ShuffledBatches, Windows, fixed_indices
-from brlm.errors import ConfigError
 from brlm.eval.intrinsic import evaluate_windows
 from brlm.io.files import write_text
 from brlm.io.logging import MetricLogger, format_seconds, info
@@ -49,6 +48,7 @@ from brlm.models.checkpoint import (
 from brlm.models.registry import build_model, flops_per_token
 from brlm.train.distributed import compute_init
 from brlm.train.optim import Plateau, lr_at, make_optimizer
+from brlm.train.precision import cached_probe, choose_dtype
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -88,31 +88,9 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return out
 
 
-def cpu_has_amx_bf16() -> bool:
-    """True on CPUs with AMX bf16 tiles (Intel Xeon 4th gen and later), where oneDNN runs bf16
-    matmuls at ~2x the fp32 rate."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # an older or different torch build
-        return False
-
-
-def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """None means plain fp32. 'auto' picks bf16 autocast where we measured it to pay: GPUs that
-    support it, and CPUs with AMX (2x the tokens/s of fp32 on the benchmark models,
-    benchmarks/RESULTS.md). Other CPUs emulate bf16 matmuls and are several times slower in
-    bf16, so they stay fp32."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("train.dtype='bf16': this GPU has no bf16 support; use 'fp32'")
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if device.type == "cpu" and cpu_has_amx_bf16():
-        return torch.bfloat16
-    return None
+def autocast_dtype(name: str, device: torch.device, probe: Any = None) -> torch.dtype | None:
+    """None means plain fp32; the rule (auto = by measurement) is brlm.train.precision.choose_dtype."""
+    return choose_dtype(name, device, probe=probe)[0]
 
 
 def dtype_name(amp_dtype: torch.dtype | None) -> str:
@@ -167,7 +145,7 @@ def _set_rng_state(tensors: dict[str, Any], json_part: dict[str, Any], device: t
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
-def device_peak_flops(tc: Any, device: torch.device, at_least: float = 0.0) -> float | None:
+def device_peak_flops(tc: Any, device: torch.device, dtype: str, at_least: float = 0.0) -> float | None:
     """Peak FLOP/s per process for MFU, in the dtype the matmuls run in: train.peak_tflops if
     set, else the GPU table or the measured (and cached per machine) CPU matmul peak of
     brlm.compute.peak."""
@@ -176,7 +154,6 @@ def device_peak_flops(tc: Any, device: torch.device, at_least: float = 0.0) -> f
     from brlm.compute.cost import device_key, peak_for
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    dtype = dtype_name(autocast_dtype(tc.dtype, device))
     peak, _ = peak_for(device_key(str(device), name), dtype, torch.get_num_threads(), at_least=at_least)
     return peak
 
@@ -198,7 +175,17 @@ def train(
     master = rank == 0
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    peak = device_peak_flops(tc, device)  # before seeding: measuring the CPU peak must not touch the RNG
+    # dtype 'auto' may probe the model's speed in fp32 and bf16 (forked RNG, cached per machine).
+    amp_dtype, dtype_choice = choose_dtype(tc.dtype, device, probe=lambda: cached_probe(mc, vocab_size))
+    if ddp:  # every rank trains in rank 0's choice (their probes could disagree)
+        flag = torch.tensor([int(amp_dtype is not None)], device=device)
+        dist.broadcast(flag, 0)
+        amp_dtype = amp_dtype if flag.item() else None
+        if (amp_dtype is None) != (dtype_choice["chosen"] == "fp32"):
+            dtype_choice = {**dtype_choice, "chosen": dtype_name(amp_dtype), "reason": "rank 0's choice"}
+    if master and tc.dtype == "auto":
+        info(f"train.dtype auto -> {dtype_choice['chosen']}: {dtype_choice['reason']}")
+    peak = device_peak_flops(tc, device, dtype_name(amp_dtype))  # before seeding: measuring the CPU peak must not touch the RNG
     torch.manual_seed(tc.seed)
 
     train_w = Windows(train_tokens, mc.block_size, tc.stride, name="train")
@@ -221,7 +208,6 @@ def train(
     plateau = Plateau(tc.plateau_factor, tc.plateau_patience)
     n_params = model.num_params()
     fpt = flops_per_token(model)
-    amp_dtype = autocast_dtype(tc.dtype, device)
     save_every = tc.save_interval or tc.eval_interval
     meta = {
         "arch": mc.arch,
@@ -373,7 +359,7 @@ def train(
                     "tokens_per_s": tok_s, "elapsed": elapsed, "epoch": batches.epoch,
                 }
                 if peak and fpt * tok_s > peak * world and tc.peak_tflops == 0:
-                    peak = device_peak_flops(tc, device, at_least=fpt * tok_s / world)  # the cached peak was too low
+                    peak = device_peak_flops(tc, device, dtype_name(amp_dtype), at_least=fpt * tok_s / world)  # the cached peak was too low
                 if peak:
                     row["mfu"] = fpt * tok_s / (peak * world)
                 aux = getattr(model, "aux_losses", None)
@@ -423,6 +409,7 @@ def train(
         "device": str(device),
         "processes": world,
         "dtype": dtype_name(amp_dtype),
+        "dtype_choice": dtype_choice,
         "compiled": tc.compile,
         "threads": torch.get_num_threads(),
         **peak_memory_mb(device),
