@@ -15,9 +15,8 @@ left-padded batch lands `n_pad` tokens early, so the end of the prompt leaked in
 different lengths gives exactly the unbatched answers, and that the seeds' slicing does not.
 
 * Hugging Face models: `model.generate` with the attention mask (position ids follow the mask).
-* brlm models: one prompt at a time through `brlm.infer.engine.generate` (their attention takes no
-  padding mask yet); `_brlm_batch` is the one place to switch to the batched static-cache engine
-  when it lands.
+* brlm models: brlm's batched static-cache engine (`brlm.infer.engine.Engine.generate_batch`),
+  one cache row per prompt with its own positions: no padding at all.
 
 Context: when a model has a context limit, a long answer budget is capped at half the context
 (`plan_lengths`) and prompts are cut from the LEFT to fit the rest; `Generation.truncated` counts
@@ -32,7 +31,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from brlm.errors import BrlmError
-from brlm.infer.engine import context_limit, generate
+from brlm.infer.engine import Engine, context_limit
 from brlm.infer.sampling import make_sampler
 
 
@@ -120,15 +119,19 @@ def _hf_batch(lm: Any, batch: list[list[int]], max_new_tokens: int) -> list[tupl
 
 
 def _brlm_batch(lm: Any, batch: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], str]]:
-    # brlm's attention takes no padding mask yet: decode one prompt at a time (greedy, KV cache).
-    # Switch to the batched static-cache engine here when brlm.infer.engine offers one.
-    greedy = make_sampler(temperature=0.0)
+    # brlm's batched static-cache engine: one row per prompt, each with its own positions, so the
+    # answers equal one-at-a-time greedy decoding (tests/test_extrinsic_generate.py).
     device = next(lm.model.parameters()).device
-    out = []
-    for ids in batch:
-        new, info = generate(lm.model, ids, max_new_tokens, greedy, eos_id=_eos(lm), device=device)
-        out.append((new, info["stopped"]))
-    return out
+    key = (id(lm.model), len(batch))
+    engine = _ENGINES.get(key)
+    if engine is None:  # one engine (and static cache) per model and batch size, reused across batches
+        _ENGINES.clear()
+        engine = _ENGINES[key] = Engine(lm.model, max_batch=len(batch), device=device)
+    outs = engine.generate_batch(batch, max_new_tokens, make_sampler(temperature=0.0), eos_id=_eos(lm))
+    return [(ids, info["stopped"]) for ids, info in outs]
+
+
+_ENGINES: dict[tuple[int, int], Engine] = {}
 
 
 def generate_answers(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8) -> Iterator[tuple[int, Generation]]:
