@@ -242,6 +242,10 @@ class Engine:
             for b in live:
                 if self.capacity is not None and self.seqs[b].length >= self.capacity:
                     self._reprefill(b)
+            if not self.compile and hasattr(self.cache, "span"):
+                # Eager: attend over the slots some live row uses, in steps of 64 (compiled: all).
+                need = max(self.seqs[b].length for b in live) + 1
+                self.cache.span = min(-(-need // 64) * 64, self.capacity)
             logits = self._forward()  # (B, V)
             for b in live:
                 self.seqs[b].length += 1
@@ -277,6 +281,8 @@ class Engine:
             except Exception as e:  # noqa: BLE001 - a backend that cannot build: decode eagerly
                 _give_up_compile(e)
                 self.compile = None
+                if hasattr(self.cache, "span"):
+                    self.cache.span = min(-(-(int(self.cache.lengths.max()) + 1) // 64) * 64, self.capacity)
                 if saved is not None:
                     self.cache.lengths.copy_(saved)
         return _decode_step(self.model, self.tokens, self.cache)

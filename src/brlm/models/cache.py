@@ -85,12 +85,16 @@ class RowKVCache:
         self.lengths = torch.zeros(B, dtype=torch.long, device=k.device)
         self.advance_by = torch.ones(B, dtype=torch.long, device=k.device)
         self.key_pos = torch.arange(self.max_len, device=k.device)  # (max_len,)
+        # Keys attended: all max_len (fixed shape, for a compiled step) or, when the engine decodes
+        # eagerly, the first `span` slots that cover every live row (less work early in a sequence).
+        self.span: int | None = None
         self._pos = self._mask = None
 
     def positions(self, T: int, device: torch.device) -> torch.Tensor:
         # Computed once per forward, shared by every layer's attend().
         self._pos = self.lengths[:, None] + torch.arange(T, device=device)  # (B, T)
-        self._mask = self.key_pos <= self._pos[:, None, :, None]  # (B, 1, T, max_len)
+        keys = self.key_pos if self.span is None else self.key_pos[: self.span]
+        self._mask = keys <= self._pos[:, None, :, None]  # (B, 1, T, span)
         return self._pos
 
     def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
@@ -98,7 +102,9 @@ class RowKVCache:
         where = self._pos.view(B, 1, T, 1).expand(B, nkv, T, hd)
         self.k[layer].scatter_(2, where, k)
         self.v[layer].scatter_(2, where, v)
-        return self.k[layer], self.v[layer], self._mask, False
+        if self.span is None:
+            return self.k[layer], self.v[layer], self._mask, False
+        return self.k[layer, :, :, : self.span], self.v[layer, :, :, : self.span], self._mask, False
 
     def advance(self, T: int) -> None:
         self.lengths.add_(self.advance_by, alpha=T)
