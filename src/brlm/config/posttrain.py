@@ -194,11 +194,17 @@ class Track2Section:
     dpo_data: str = setting("builtin:preferences", "DPO preference pairs")
     device: str = setting("auto", "device for every phase: 'auto', 'cpu', 'cuda' or 'cuda:N'")
     threads: int = setting(0, "CPU threads for every phase (0 = PyTorch's default)")
+    extrinsic_sets: str = setting(
+        "../shared/data/canarim/extrinsic/seed123;../shared/data/canarim/extrinsic/seed456;../shared/data/canarim/extrinsic/seed789",
+        "';'-separated extrinsic set folders the base and the adapted model answer at the end ('' = none; "
+        "folders that do not exist are skipped, with the reason in the report)")
+    extrinsic_limit: int = setting(10, "items per task and set for that table (0 = all 200; a subset keeps the run short)")
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         check(ok, "track2.device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
         check(self.threads >= 0, "track2.threads", self.threads, "an integer >= 0")
+        check(self.extrinsic_limit >= 0, "track2.extrinsic_limit", self.extrinsic_limit, "an integer >= 0")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 from brlm.io.logging import format_seconds, read_metrics
 from brlm.io.run_folder import RunPaths
 from brlm.runs.plots import loss_curve
-from brlm.runs.report import COST_FIELDS, Report, _fmt, _load, fmt_kind
+from brlm.runs.report import COST_FIELDS, Report, _extrinsic, _fmt, _load, fmt_kind
 
 TASK_TITLE = {"cpt": "pré-treinamento continuado (CPT)", "sft": "ajuste supervisionado (SFT)", "dpo": "otimização direta de preferências (DPO)"}
 
@@ -163,6 +163,12 @@ def build_track2_report(paths: RunPaths) -> Report:
         if samples:
             r.h3("Amostras (base e adaptado)")
             _samples(r, samples, limit=3)
+    extrinsic = _load(paths.root / "extrinsic.json")
+    if extrinsic:
+        _extrinsic(r, extrinsic)
+    elif skipped := _load(paths.root / "extrinsic_skipped.json"):
+        r.h2("Avaliação extrínseca")
+        r.p(f"Não executada: {skipped.get('reason', '—')}.")
     return r
 
 

@@ -4,6 +4,8 @@
       -> CPT (QLoRA, raw text: Fake.br news, or the demo corpus without the shared data) -> merge
       -> SFT (QLoRA, response-only: a Canarim subset, or brlm's own instruction set)     -> merge
       -> DPO (QLoRA, brlm's own preference set; reference = the SFT model)
+      -> extrinsic: base and adapted answer the QA / summarization / rewriting sets of every test-set
+         seed (track2.extrinsic_sets, a subset of track2.extrinsic_limit items per task)
       -> track2.json: base-vs-adapted figures of every phase, sources used, times and costs
 
 Every phase is an ordinary run folder inside the track2 folder (base/, cpt/, sft/, dpo/), each
@@ -173,13 +175,43 @@ def _check(cfg: Track2Config, paths: RunPaths) -> dict[str, Any]:
     return {}
 
 
+def _final_model(paths: RunPaths) -> Path:
+    """The adapted model at the end of the chain: the last phase that ran (a post-training run folder)."""
+    for phase in reversed(PHASES):
+        if (paths.root / phase / "posttrain.json").is_file():
+            return paths.root / phase
+    raise BrlmError(f"{paths.root}: no post-training phase has run yet")
+
+
+def stage_extrinsic(cfg: Track2Config, paths: RunPaths) -> dict[str, Any]:
+    """The base and the adapted model answer the extrinsic sets (QA / summarization / rewriting) over
+    every test-set seed: extrinsic.json in the track2 folder, with means, CIs and the paired tests."""
+    from brlm.config.extrinsic import ExtrinsicConfig
+    from brlm.stages.extrinsic import run_extrinsic
+
+    t = cfg.track2
+    folders = [s.strip() for s in t.extrinsic_sets.split(";") if s.strip()]
+    present = [f for f in folders if Path(f).expanduser().is_dir()]
+    if not present:
+        reason = "no extrinsic sets configured" if not folders else f"extrinsic sets not found: {', '.join(folders)}"
+        info(f"track2: extrinsic evaluation skipped ({reason})")
+        write_json(paths.root / "extrinsic_skipped.json", {"reason": reason})
+        return {"skipped": reason}
+    (paths.root / "extrinsic_skipped.json").unlink(missing_ok=True)
+    base = read_json(paths.root / "track2_base.json")["base"]
+    ecfg = ExtrinsicConfig(limit=t.extrinsic_limit, device="cpu" if t.device == "auto" else t.device)
+    info(f"== track2: extrinsic — base {base} vs adapted {_final_model(paths)} on {len(present)} set folders, "
+         f"{t.extrinsic_limit or 'all'} items per task")
+    return run_extrinsic([str(base), str(_final_model(paths))], present, paths.root, ecfg)
+
+
 def stages(cfg: Track2Config) -> list[Stage]:
     out = [Stage("check", _check), Stage("base", _record_base),
            Stage("cpt", lambda c, p: run_phase(c, p, "cpt", merge=True)),
            Stage("sft", lambda c, p: run_phase(c, p, "sft", merge=bool(c.track2.dpo_preset)))]
     if cfg.track2.dpo_preset:
         out.append(Stage("dpo", lambda c, p: run_phase(c, p, "dpo", merge=False)))
-    return out + [Stage("summary", stage_summary)]
+    return out + [Stage("extrinsic", stage_extrinsic), Stage("summary", stage_summary)]
 
 
 STAGES = stages(Track2Config())
