@@ -74,6 +74,7 @@ class _Options(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     truncate: bool = Field(False, description="cut a prompt longer than the context from the left instead of 400")
+    ignore_eos: bool = Field(False, description="vLLM's extension: generate max_tokens even past eos (benchmarks)")
 
     @field_validator("stop")
     @classmethod
@@ -228,7 +229,8 @@ class _Server:
         seqs = []
         for i in range(body.n):
             gen = torch.Generator().manual_seed(body.seed + i) if body.seed is not None else None
-            seqs.append(Sequence(ids, max_new, self.sampler(body), gen, self.eos_id, logprobs=logprobs,
+            eos = None if body.ignore_eos else self.eos_id
+            seqs.append(Sequence(ids, max_new, self.sampler(body), gen, eos, logprobs=logprobs,
                                  on_event=lambda ev, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, ev))))
         try:
             self.scheduler.submit(seqs)
