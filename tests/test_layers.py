@@ -6,7 +6,7 @@ must point at the same package or one listed before it:
     ground floor   errors, io
     library        config < data < tokenizers < models < compute < infer < eval < train < posttrain
     workflows      stages
-    front          runs, verbs, cli, __main__
+    front          serve, runs, verbs, cli, __main__
 
 A lower layer importing a higher one fails this test with the file, line and the import.
 """
@@ -29,7 +29,7 @@ ORDER = [
     # workflows
     "stages",
     # front
-    "runs", "verbs", "cli", "__main__",
+    "serve", "runs", "verbs", "cli", "__main__",
 ]
 GROUND = {"__init__", "errors", "io"}
 RANK = {name: 0 if name in GROUND else i for i, name in enumerate(ORDER)}  # the ground floor is one layer

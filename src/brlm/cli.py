@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval": ("brlm.verbs.eval", "evaluate a run's checkpoint (eval intrinsic): loss, ppl, accuracy, bits/byte"),
     "sample": ("brlm.verbs.sample", "generate text from a run's checkpoint"),
     "chat": ("brlm.verbs.chat", "talk to a model in the terminal (run, HF folder, + adapter), streamed"),
+    "serve": ("brlm.verbs.serve", "OpenAI-compatible HTTP server with continuous batching and a web chat page"),
     "report": ("brlm.verbs.report", "render report.md from a run folder"),
     "estimate": ("brlm.verbs.estimate", "predict memory, compute and cost before a run (estimate memory|compute|fits)"),
     "runs": ("brlm.verbs.runs", "list run folders: status, preset, params, bits/byte, tokens, wall time (runs list)"),
