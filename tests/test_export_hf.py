@@ -173,7 +173,7 @@ def test_rnn_is_refused_in_one_line(tokenizers_dir, tmp_path):
 
 
 def test_export_run_replaces_only_an_earlier_export(tokenizers_dir, tmp_path):
-    from brlm.stages.export import export_run
+    from brlm.infer.export import export_run
 
     run = make_run(tmp_path, ModelConfig(arch="llama", n_head=4, n_kv_head=2, **SMALL), tokenizers_dir / "unigram")
     first = export_run(run, checkpoint="last")

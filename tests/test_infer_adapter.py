@@ -18,7 +18,7 @@ peft = pytest.importorskip("peft")
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """(run, its HF export, a LoRA adapter trained on nothing but with non-zero B)."""
-    from brlm.stages.export import export_run
+    from brlm.infer.export import export_run
 
     root = tmp_path_factory.mktemp("adapter")
     run = make_run(root, train_tokenizer_dir(root / "tok"), noise=0.1)

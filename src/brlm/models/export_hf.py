@@ -21,7 +21,7 @@ weight, or is refused with a BrlmError that says why (EXPORTERS, keyed by arch):
 Dropout is carried where the target has the same sites (GPT-2); Llama-style targets have only
 attention dropout, set to 0, since brlm's residual dropout has no counterpart there.
 
-    from brlm.stages.export import export_run          # the run-level workflow around these functions
+    from brlm.infer.export import export_run          # the run-level workflow around these functions
     manifest = export_run("runs/demo", "runs/demo/hf", checkpoint="best")
 
 Needs `pip install 'brlm[hf]'` (transformers).

@@ -73,8 +73,9 @@ def resolve_base(spec: str, checkpoint: str = "best", key: str = "finetune.base"
 
 def export_brlm_run(run: Path, checkpoint: str = "best") -> Path:
     """The run's Hugging Face export (<run>/hf), written now unless an export of the same checkpoint is there."""
+    from brlm.infer.export import export_run
     from brlm.models.checkpoint import find_checkpoint, verify_checkpoint
-    from brlm.models.export_hf import MANIFEST, export_run
+    from brlm.models.export_hf import MANIFEST
 
     out = run / "hf"
     step = find_checkpoint(run / "checkpoints", checkpoint)

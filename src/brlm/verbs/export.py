@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     paths = existing_run(args.run)
     if args.format == "gguf":
-        from brlm.stages.export import export_gguf_run
+        from brlm.infer.export import export_gguf_run
 
         s = export_gguf_run(paths.root, args.out, checkpoint=args.checkpoint, dtype=args.dtype)
         print(f"exported step {s['step']} as GGUF {s['architecture']} {s['dtype']} ({s['bytes'] / 2**20:.2f} MiB): {s['out']}")
         return 0
-    from brlm.stages.export import export_run
+    from brlm.infer.export import export_run
 
     manifest = export_run(paths.root, args.out, checkpoint=args.checkpoint)
     out = args.out or paths.root / "hf"

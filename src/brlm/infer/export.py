@@ -1,6 +1,6 @@
-"""The export workflow: a run's checkpoint and tokenizer as a Hugging Face folder.
+"""A run as the formats other engines load: a Hugging Face folder (and a GGUF file).
 
-    from brlm.stages.export import export_run
+    from brlm.infer.export import export_run
     manifest = export_run("runs/demo", "exported/demo-hf", checkpoint="best")
 
 The model comes through the one loader (brlm.infer.load); the per-family weight and config
