@@ -76,5 +76,5 @@ def test_ladder_rungs_are_v1_to_v6_with_one_byte_budget():
         assert len({c.train.budget_bytes for c in cfgs.values()}) == 1 and cfgs["v1"].train.budget_bytes > 0
         assert all(c.train.epochs == 0 for c in cfgs.values())
         assert cfgs["v1"].tokenizer.kind == "char" and cfgs["v3"].model.final_dropout == 0.1
-        assert cfgs["v6"].clean.preset == "seed-v6" and cfgs["v4"].model.rnn_cell == "gru"
+        assert cfgs["v6"].clean.preset == "seed-v6" and cfgs["v4"].model.rnn_cell == "lstm"
         assert len({c.data.max_docs for c in cfgs.values()}) == 1
