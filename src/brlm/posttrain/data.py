@@ -44,6 +44,7 @@ import torch
 from brlm.config.posttrain import FinetuneConfig, PairsConfig
 from brlm.data.splits import split_of
 from brlm.errors import DataError
+from brlm.io.files import parse_json_object
 
 IGNORE = -100
 BUILTIN_PAIRS = {
@@ -112,13 +113,7 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-                yield n, obj
+                yield n, parse_json_object(line, path, n)
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,7 +30,7 @@ import torch.nn as nn
 
 from brlm.config.posttrain import FinetuneConfig, LoraConfig, PosttrainConfig, QuantConfig
 from brlm.errors import BrlmError, ConfigError
-from brlm.io.files import read_json, write_json
+from brlm.io.files import atomic_dir, read_json, write_json
 from brlm.io.logging import info
 from brlm.models.adapters import ADAPTER_META, attach_adapter, base_fingerprint, unwrap  # noqa: F401 (used by the trainer)
 from brlm.posttrain import deps
@@ -287,30 +285,10 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 # Fingerprints, adapters, merge
 
 
-@contextlib.contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """A temporary folder beside `out`, renamed onto it on success and removed on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def save_trained(model: nn.Module, out: Path, tok: Any, meta: dict[str, Any]) -> None:
     """The adapter (PEFT's adapter_config.json + adapter_model.safetensors), or for full fine-tuning
     the whole model with its tokenizer, plus brlm_adapter.json; written atomically as one folder."""
-    with staged_folder(out) as tmp:
+    with atomic_dir(out) as tmp:
         with quiet_transformers():
             model.save_pretrained(str(tmp), safe_serialization=True)
         if not hasattr(model, "peft_config"):
@@ -329,7 +307,7 @@ def merge_adapter(base_folder: Path, adapter_dir: Path, out: Path, cfg: Posttrai
     model = attach_adapter(base, adapter_dir, str(base_folder))
     merged = model.merge_and_unload()
     tok = load_tokenizer(base_folder, cfg.finetune.trust_remote_code)
-    with staged_folder(out) as tmp:
+    with atomic_dir(out) as tmp:
         with quiet_transformers():
             merged.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))

@@ -59,7 +59,7 @@ from brlm.posttrain.model import (
     trainable_parameters,
 )
 from brlm.train.distributed import compute_init
-from brlm.train.loop import TrainingInterrupted, _rng_state, _set_rng_state, _StopFlag, peak_memory_mb
+from brlm.train.loop import TrainingInterrupted, _set_rng_state, _StopFlag, gather_rng_states, peak_memory_mb
 from brlm.train.optim import make_optimizer
 
 
@@ -260,11 +260,7 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
                 info(f"resume: continuing from the checkpoint at step {step0}")
 
     def checkpoint(step: int, evaluated: bool) -> None:
-        rng = _rng_state(device)
-        rng_all = [rng["tensors"]]
-        if ddp:
-            rng_all = [None] * world
-            dist.all_gather_object(rng_all, rng["tensors"])
+        rng, rng_all = gather_rng_states(device, ddp, world)
         if not master:
             return
         js = {"loop": {**st, "step": step, "evaluated": evaluated}, "rng": rng["json"], "loader": batches.state_dict()}

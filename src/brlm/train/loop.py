@@ -145,6 +145,16 @@ def _set_rng_state(tensors: dict[str, Any], json_part: dict[str, Any], device: t
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
+def gather_rng_states(device: torch.device, ddp: bool, world: int) -> tuple[dict[str, Any], list[Any]]:
+    """This rank's RNG state, and every rank's RNG tensors (all ranks call; rank 0 saves them)."""
+    rng = _rng_state(device)
+    rng_all: list[Any] = [rng["tensors"]]
+    if ddp:
+        rng_all = [None] * world
+        dist.all_gather_object(rng_all, rng["tensors"])
+    return rng, rng_all
+
+
 def device_peak_flops(tc: Any, device: torch.device, dtype: str, at_least: float = 0.0) -> float | None:
     """Peak FLOP/s per process for MFU, in the dtype the matmuls run in: train.peak_tflops if
     set, else the GPU table or the measured (and cached per machine) CPU matmul peak of
@@ -252,11 +262,7 @@ def train(
 
     def checkpoint(step: int, evaluated: bool) -> None:
         """Save the state at the start of iteration `step` (all ranks call; rank 0 writes)."""
-        rng = _rng_state(device)
-        rng_all = [rng["tensors"]]
-        if ddp:
-            rng_all = [None] * world
-            dist.all_gather_object(rng_all, rng["tensors"])
+        rng, rng_all = gather_rng_states(device, ddp, world)
         if not master:
             return
         loop_state = {**st, "step": step, "evaluated": evaluated}
