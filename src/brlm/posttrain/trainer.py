@@ -46,7 +46,7 @@ from brlm.data.loader import ShuffledBatches
 from brlm.errors import BrlmError, DataError
 from brlm.io.files import atomic_path, file_sha256, write_json
 from brlm.io.logging import MetricLogger, format_seconds, info
-from brlm.models.checkpoint import latest_good_checkpoint, load_train_tensors, update_pointers
+from brlm.models.checkpoint import latest_good_checkpoint, update_pointers
 from brlm.posttrain import data as pdata
 from brlm.posttrain.loss import CausalLMLoss, dpo_loss
 from brlm.posttrain.model import (
@@ -59,7 +59,13 @@ from brlm.posttrain.model import (
     trainable_parameters,
 )
 from brlm.train.distributed import compute_init
-from brlm.train.loop import TrainingInterrupted, _set_rng_state, _StopFlag, gather_rng_states, peak_memory_mb
+from brlm.train.loop import (
+    TrainingInterrupted,
+    _StopFlag,
+    gather_rng_states,
+    peak_memory_mb,
+    restore_train_state,
+)
 from brlm.train.optim import make_optimizer
 
 
@@ -249,12 +255,7 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
         else:
             step0, ck = found
             load_trained(model, ckpt_dir, step0)
-            tensors = load_train_tensors(ckpt_dir, step0)
-            optimizer.load_state_dict(tensors["optimizer"])
-            js = ck["train_state"]
-            rng_t = tensors["rng"][rank] if rank < len(tensors["rng"]) else tensors["rng"][0]
-            _set_rng_state(rng_t, js["rng"], device)
-            batches.load_state_dict(js["loader"])
+            js = restore_train_state(ckpt_dir, step0, ck, optimizer, batches, device, rank)
             st.update(js["loop"])
             if master:
                 info(f"resume: continuing from the checkpoint at step {step0}")

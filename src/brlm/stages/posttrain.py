@@ -35,7 +35,7 @@ from brlm.io.files import (
     write_manifest,
     write_text,
 )
-from brlm.io.logging import JSONLLogger, NullLogger, info
+from brlm.io.logging import info
 from brlm.io.machine import resolve_device
 from brlm.io.run_folder import RunPaths
 from brlm.stages.workflow import Stage, run_workflow
@@ -170,16 +170,12 @@ def stage_train(cfg: PosttrainConfig, paths: RunPaths, resume: bool = False) -> 
     from brlm.models.checkpoint import latest_good_checkpoint
     from brlm.posttrain.trainer import train_posttrain
     from brlm.train.distributed import is_main_process
-    from brlm.train.loop import keep_metrics_until
+    from brlm.train.loop import open_metrics
 
     master = is_main_process()
     found = latest_good_checkpoint(paths.checkpoints, quiet=True) if resume else None
-    if master and found is not None:
-        keep_metrics_until(paths.metrics, found[0])
-    logger = JSONLLogger(paths.metrics, append=found is not None) if master else NullLogger()
+    logger = open_metrics(paths.metrics, found[0] if found is not None else None, master, cfg.to_dict())
     try:
-        if found is None:
-            logger.log_config(cfg.to_dict())
         summary = train_posttrain(cfg, base_folder(paths), paths.root, logger, resume=resume)
     finally:
         logger.close()

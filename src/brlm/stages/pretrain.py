@@ -18,13 +18,13 @@ from brlm.data.prepare import iter_split_texts, prepare_data
 from brlm.data.shards import build_shards, open_shard
 from brlm.errors import BrlmError
 from brlm.io.files import read_json, read_manifest, write_json, write_text
-from brlm.io.logging import JSONLLogger, NullLogger, info
+from brlm.io.logging import info
 from brlm.io.run_folder import RunPaths, RunRecord
 from brlm.models.checkpoint import checkpoint_steps, latest_good_checkpoint
 from brlm.stages.evaluate import STAGES as EVALUATE_STAGES
 from brlm.stages.workflow import Stage, run_workflow
 from brlm.tokenizers.base import check_aligned, load_tokenizer, train_tokenizer
-from brlm.train.loop import keep_metrics_until, train
+from brlm.train.loop import open_metrics, train
 
 
 def _require(folder: Path, what: str, verb: str) -> dict[str, Any]:
@@ -94,12 +94,8 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
         cfg = with_byte_budget(cfg, bpt, rank_world()[1])
         if master:
             info(f"train: budget {cfg.train.budget_bytes:,} bytes at {bpt:.3f} bytes/token = {cfg.train.max_steps:,} steps")
-    if master and found is not None:
-        keep_metrics_until(paths.metrics, found[0])
-    logger = JSONLLogger(paths.metrics, append=found is not None) if master else NullLogger()
+    logger = open_metrics(paths.metrics, found[0] if found is not None else None, master, cfg.to_dict())
     try:
-        if found is None:
-            logger.log_config(cfg.to_dict())
         summary = train(
             cfg,
             train_tokens,

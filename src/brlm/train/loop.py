@@ -37,7 +37,7 @@ from brlm.config import RunConfig
 from brlm.data.loader import ShuffledBatches, Windows, fixed_indices
 from brlm.eval.intrinsic import evaluate_windows
 from brlm.io.files import write_text
-from brlm.io.logging import MetricLogger, format_seconds, info
+from brlm.io.logging import JSONLLogger, MetricLogger, NullLogger, format_seconds, info
 from brlm.models.checkpoint import (
     latest_good_checkpoint,
     load_train_tensors,
@@ -145,6 +145,32 @@ def _set_rng_state(tensors: dict[str, Any], json_part: dict[str, Any], device: t
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
+def open_metrics(path: str | Path, resumed_step: int | None, master: bool, config: dict[str, Any]) -> MetricLogger:
+    """Rank 0's metrics.jsonl: a fresh file that starts with the config, or after a resume the file
+    cut after the resumed step and appended to. The other ranks log nothing."""
+    if not master:
+        return NullLogger()
+    if resumed_step is not None:
+        keep_metrics_until(path, resumed_step)
+    logger = JSONLLogger(path, append=resumed_step is not None)
+    if resumed_step is None:
+        logger.log_config(config)
+    return logger
+
+
+def restore_train_state(ckpt_dir: str | Path, step: int, ck: dict[str, Any], optimizer: torch.optim.Optimizer,
+                        batches: Any, device: torch.device, rank: int) -> dict[str, Any]:
+    """Optimizer, this rank's RNG streams and the loader position of a checkpoint; returns its JSON
+    train state (the loop's own counters) for the caller to take what else it keeps."""
+    tensors = load_train_tensors(ckpt_dir, step)
+    optimizer.load_state_dict(tensors["optimizer"])
+    js = ck["train_state"]
+    rng_t = tensors["rng"][rank] if rank < len(tensors["rng"]) else tensors["rng"][0]
+    _set_rng_state(rng_t, js["rng"], device)
+    batches.load_state_dict(js["loader"])
+    return js
+
+
 def gather_rng_states(device: torch.device, ddp: bool, world: int) -> tuple[dict[str, Any], list[Any]]:
     """This rank's RNG state, and every rank's RNG tensors (all ranks call; rank 0 saves them)."""
     rng = _rng_state(device)
@@ -241,12 +267,7 @@ def train(
         else:
             step0, ck = found
             load_weights(model, ckpt_dir, step0, str(device))
-            tensors = load_train_tensors(ckpt_dir, step0)
-            optimizer.load_state_dict(tensors["optimizer"])
-            js = ck["train_state"]
-            rng_t = tensors["rng"][rank] if rank < len(tensors["rng"]) else tensors["rng"][0]
-            _set_rng_state(rng_t, js["rng"], device)
-            batches.load_state_dict(js["loader"])
+            js = restore_train_state(ckpt_dir, step0, ck, optimizer, batches, device, rank)
             plateau.load_state_dict(js["plateau"])
             st.update(js["loop"])
             info(f"resume: continuing from the checkpoint at step {step0} ({len(ck['files'])} files verified)")
