@@ -156,12 +156,19 @@ def test_report_tolerates_a_partial_last_metrics_line(copy_run):
 def test_run_resume_continues_training_then_the_missing_stages(tmp_path):
     run = tmp_path / "r"
     cmd = [sys.executable, "-m", "brlm", "run", "demo", "--scale", "tiny", "--run", str(run),
-           "--set", "train.max_steps=400", "--set", "train.save_interval=2", "--set", "train.eval_interval=200"]
+           "--set", "train.max_steps=1000", "--set", "train.save_interval=2", "--set", "train.eval_interval=500"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def saved_steps() -> list[int]:
+        return [int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("meta_*.json")]
+
     try:
+        # Kill as soon as any checkpoint past step 4 exists (older ones are pruned as training goes,
+        # so wait for "some step >= 4", not for a particular one), while training still runs.
         deadline = time.time() + 300
-        while not list((run / "checkpoints").glob("meta_00000[4-9].json")) and time.time() < deadline:
-            time.sleep(0.2)
+        while proc.poll() is None and not any(s >= 4 for s in saved_steps()) and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "training finished before it could be interrupted; raise train.max_steps"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -176,7 +183,7 @@ def test_run_resume_continues_training_then_the_missing_stages(tmp_path):
     assert record["status"] == "completed" and record["resumed"] == 1
     for name in ("eval.json", "samples.json", "guardrails.json", "cost.json", "report.md"):
         assert (run / name).is_file(), name
-    assert json.loads((run / "train.json").read_text())["steps"] == 400
+    assert json.loads((run / "train.json").read_text())["steps"] == 1000
     from brlm.io.logging import read_metrics
 
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "train_loss" in r]
