@@ -62,9 +62,13 @@ def _text(preset):
 @pytest.mark.parametrize("preset", list_presets())
 def test_every_preset_resolves_at_every_scale(preset):
     data = read_preset(preset)
+    from brlm.config import resolve
+    from brlm.stages import preset_workflow, workflow_root
+
+    root = workflow_root(preset_workflow(preset))  # post-training presets resolve with their own root
     for scale in data.get("scales") or {"default": {}}:
         for v in preset_variants(preset) or [None]:
-            cfg = variant_config(preset, v, scale, []) if v else load_config(preset=preset, scale=scale)
+            cfg = variant_config(preset, v, scale, []) if v else resolve(root, preset, scale)
             assert cfg.scale == scale
 
 
