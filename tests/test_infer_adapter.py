@@ -54,3 +54,29 @@ def test_bad_adapter_folder(base, tmp_path):
     run, hf_dir, _, _ = base
     with pytest.raises(BrlmError, match="adapter_config.json missing"):
         load_model(run, adapter=hf_dir)
+
+
+def test_extrinsic_run_compares_a_base_with_base_plus_adapter(base, tmp_path):
+    """`brlm eval extrinsic run --model BASE --model BASE --adapter DIR`: the second side is the base
+    with the adapter (its own name and generation key), scored on the same items as the base."""
+    import json
+
+    from tests.conftest import run_cli
+
+    _run, hf_dir, adapter, _ = base
+    sets = tmp_path / "seed1"
+    sets.mkdir()
+    for task, ref in (("qa", "Brasília"), ("summarization", "Um resumo curto."), ("rewriting", "Um texto reescrito.")):
+        rows = [{"task": task, "instruction": f"Tarefa {task} número {i}.", "input": "O texto de entrada.",
+                 "reference": ref, "hash": f"{task}-{i}"} for i in range(2)]
+        (sets / f"{task}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    run_cli("eval", "extrinsic", "run", "--model", str(hf_dir), "--model", str(hf_dir), "--adapter", str(adapter),
+            "--sets", str(sets), "--out", str(out), "--max-new-tokens-qa", "4", "--max-new-tokens-long", "4",
+            "--n-resamples", "200", check=True)
+    result = json.loads((out / "extrinsic.json").read_text(encoding="utf-8"))
+    base_info, adapted = result["models"]
+    assert base_info["name"] == "hf" and adapted["name"] == "adapter"
+    assert "adapter:" in str(adapted["checkpoint"]) and base_info["gen_key"] != adapted["gen_key"]
+    rows = [json.loads(line) for line in (out / "extrinsic_details.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["model"] for r in rows) == ["adapter"] * 6 + ["hf"] * 6

@@ -72,9 +72,9 @@ def load_set_folders(folders: Sequence[str], tasks: Sequence[str], limit: int) -
 
 
 def _generate_model(name: str, source: str, sets: dict[str, dict[str, list[Item]]], cfg: ExtrinsicConfig,
-                    details: DetailsFile) -> dict[str, Any]:
+                    details: DetailsFile, adapter: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    lm = load_model(source, cfg.checkpoint, cfg.device)
+    lm = load_model(source, cfg.checkpoint, cfg.device, adapter=adapter)
     fmt = prompt_format(lm, cfg.prompt_format)
     plans = {t: plan_lengths(lm, cfg.max_new_tokens(t)) for t in cfg.task_list}
     settings = {"source": str(Path(source).resolve()), "checkpoint": lm.meta.get("checkpoint"), "step": lm.meta.get("step"),
@@ -170,20 +170,23 @@ def _judge(rows: list[dict[str, Any]], sets: dict[str, dict[str, list[Item]]], m
     return result
 
 
-def run_extrinsic(models: Sequence[str], set_dirs: Sequence[str], out: Path, cfg: ExtrinsicConfig) -> dict[str, Any]:
+def run_extrinsic(models: Sequence[str], set_dirs: Sequence[str], out: Path, cfg: ExtrinsicConfig,
+                  adapters: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """Every model answers every set; `adapters[i]` (a PEFT adapter or post-training run) is applied to models[i]."""
     if not models:
         raise BrlmError("--model: give at least one model (a brlm run folder or a Hugging Face folder)")
     if not set_dirs:
         raise BrlmError("--sets: give at least one set folder")
     sets = load_set_folders(set_dirs, cfg.task_list, cfg.limit)
-    names = model_names(models)
+    adapters = list(adapters) if adapters is not None else [None] * len(models)
+    names = model_names([a if a else m for m, a in zip(models, adapters)])
     out.mkdir(parents=True, exist_ok=True)
     model_info = []
     with DetailsFile(out / DETAILS) as details:
         if details.torn_lines:
             info(f"extrinsic: {out / DETAILS}: dropped a half-written last line (an interrupted run); that item is redone")
-        for name, source in zip(names, models):
-            model_info.append(_generate_model(name, source, sets, cfg, details))
+        for name, source, adapter in zip(names, models, adapters):
+            model_info.append(_generate_model(name, source, sets, cfg, details, adapter))
         keys = {(m["name"], m["gen_key"]) for m in model_info}
         rows = [r for r in details.rows if (r["model"], r["gen_key"]) in keys and r["set"] in sets
                 and r["task"] in sets[r["set"]] and r["index"] < len(sets[r["set"]][r["task"]])]

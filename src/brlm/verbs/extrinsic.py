@@ -53,6 +53,8 @@ def make_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("run", help="generate answers with one or more models, score them, summarise (extrinsic.json)")
     g.add_argument("--model", action="append", required=True, metavar="SRC",
                    help="a brlm run folder or a Hugging Face folder; repeat it: the first is the base, the others are compared with it")
+    g.add_argument("--adapter", metavar="DIR",
+                   help="a PEFT adapter (or post-training run) applied to the LAST --model: base vs base + adapter")
     g.add_argument("--sets", nargs="+", required=True, metavar="DIR",
                    help="set folders (one per test-set seed) with qa.jsonl, summarization.jsonl, rewriting.jsonl")
     g.add_argument("--out", metavar="DIR", help="folder for the results (default: the last --model, when it is a brlm run)")
@@ -131,7 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         out = Path(args.model[-1])
     else:
         raise BrlmError(f"--out: needed when the last --model ({args.model[-1]}) is not a brlm run folder")
-    run_extrinsic(args.model, args.sets, out, cfg)
+    adapters = [None] * (len(args.model) - 1) + [args.adapter]
+    run_extrinsic(args.model, args.sets, out, cfg, adapters)
     print((out / TABLE).read_text(encoding="utf-8"))
     print(f"written: {out / RESULTS}, {out / TABLE}")
     return 0
