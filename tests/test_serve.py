@@ -355,3 +355,21 @@ def test_page_streams_an_answer_in_headless_chromium(server):
     else:
         assert 'data-estado="gerando"' in answer
     json.dumps(dom[:10])
+
+
+def test_the_extrinsic_judge_talks_to_brlm_s_own_server(tmp_path):
+    """The LLM-as-judge client (brlm.eval.extrinsic.judge) against `brlm serve` with a context long
+    enough for the rubric: the request is a valid chat completion (no HTTP or protocol error), and
+    a tiny model's non-JSON verdict is a recorded `invalid_json` count, not a crash."""
+    from collections import Counter
+
+    from brlm.eval.extrinsic.judge import JudgeClient, judge_prompt
+
+    tok = train_tokenizer_dir(tmp_path / "tok", symbols=ROLE_SYMBOLS)
+    run = make_run(tmp_path, tok, dataclasses.replace(LLAMA, block_size=2048))
+    with LiveServer(create_app(load_model(run), name="juiz", max_batch=2, max_queue=4, max_tokens_limit=16)) as s:
+        client = JudgeClient(s.url, "juiz", retries=1, backoff=0.0, timeout=60, max_tokens=8)
+        row = {"task": "qa", "reference": "Brasília", "answer": "Brasília"}
+        counts: Counter = Counter()
+        assert client.score(judge_prompt(row, "Qual é a capital do Brasil?", ""), counts) is None
+    assert counts == Counter({"invalid_json": 2})  # both attempts answered; neither was the JSON asked for
