@@ -253,9 +253,9 @@ def test_one_cache_variable(tmp_path, monkeypatch, capsys):
     assert cache_root() == tmp_path / "xdg" / "brlm"  # the old name is not read (a warning says so)
     monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path / "one"))
     assert cache_root() == machine.cache_dir() == tmp_path / "one"
-    from brlm.compute import peak
+    from brlm.compute.peak import PEAK_CACHE
 
-    assert peak.cache_dir() == tmp_path / "one"
+    assert machine.MachineCache(PEAK_CACHE).path == tmp_path / "one" / "cpu_peak.json"
 
 
 def test_prompt_truncation_is_said_once_with_a_count(capsys):

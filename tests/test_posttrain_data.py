@@ -162,3 +162,16 @@ def test_packed_examples_never_attend_to_each_other(base):
     assert torch.allclose(together, alone, atol=1e-5)
     assert not torch.allclose(leaky[9:], alone[9:], atol=1e-3)
     pdata.check_isolation(model, len(tok), torch.device("cpu"))  # the trainer's own guard passes
+
+
+def test_gzipped_pairs_read_like_plain_ones(tok, tmp_path):
+    import gzip
+    import shutil
+
+    f, pc, fc = pdata.Formatter(tok), PairsConfig(), FinetuneConfig(seq_len=512)
+    plain = write_jsonl(tmp_path / "rows.jsonl", INSTRUCTIONS)
+    with open(plain, "rb") as src, gzip.open(tmp_path / "rows.jsonl.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    a = pdata.load_pair_split(plain, fc, pc, f, pdata.DataCounts())
+    b = pdata.load_pair_split(tmp_path / "rows.jsonl.gz", fc, pc, f, pdata.DataCounts())
+    assert [e.input_ids for e in a] == [e.input_ids for e in b] and len(a) == len(INSTRUCTIONS)

@@ -18,13 +18,11 @@ reachable. The cache lives in `$BRLM_CACHE_DIR` or `$XDG_CACHE_HOME/brlm` (defau
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Any
 
 from brlm.errors import BrlmError
-from brlm.io.machine import cache_dir, cpu_model
+from brlm.io.machine import MachineCache, cpu_model, machine_key
 
 # name -> {title, vram_gb, fp32, bf16} with peaks in FLOP/s.
 GPUS: dict[str, dict[str, Any]] = {
@@ -83,6 +81,9 @@ def measure_matmul_peak(dtype: str = "fp32", threads: int = 0, n: int = 1024, se
     return 2 * n**3 / best
 
 
+PEAK_CACHE = "cpu_peak.json"  # in brlm.io.machine.cache_dir()
+
+
 def cpu_peak_flops(dtype: str = "fp32", threads: int = 0, refresh: bool = False, at_least: float = 0.0) -> dict[str, Any]:
     """The measured CPU matmul peak, from the per-machine cache when present.
 
@@ -93,26 +94,14 @@ def cpu_peak_flops(dtype: str = "fp32", threads: int = 0, refresh: bool = False,
     import torch
 
     threads = threads or torch.get_num_threads()
-    key = f"{cpu_model()}|{os.cpu_count()}|threads={threads}|{dtype}|torch={torch.__version__}"
-    path = cache_dir() / "cpu_peak.json"
-    cache: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            cache = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cache = {}
+    cache = MachineCache(PEAK_CACHE)
+    key = machine_key(threads, dtype)
     old = cache.get(key)
     if not refresh and old and old["peak_flops_per_s"] >= at_least:
         return {**old, "cached": True}
     flops = measure_matmul_peak(dtype, threads)
     if old:
         flops = max(flops, old["peak_flops_per_s"])
-    entry = {"peak_flops_per_s": flops, "dtype": dtype, "threads": threads, "cpu": cpu_model(), "method": "torch.mm 1024x1024, best of repeats"}
-    cache[key] = entry
-    try:
-        from brlm.io.files import write_json
-
-        write_json(path, cache)
-    except OSError:
-        pass  # a read-only home only costs a re-measurement next time
+    entry = cache.put(key, {"peak_flops_per_s": flops, "dtype": dtype, "threads": threads, "cpu": cpu_model(),
+                            "method": "torch.mm 1024x1024, best of repeats"})
     return {**entry, "cached": False}

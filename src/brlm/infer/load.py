@@ -43,9 +43,21 @@ class LoadedModel:
     tokenizer: Tokenizer
     meta: dict[str, Any] = field(default_factory=dict)
 
+    _engine: Any = field(default=None, repr=False, compare=False)
+
     @property
     def kind(self) -> str:
         return self.meta["kind"]
+
+    def engine(self, max_batch: int) -> Any:
+        """brlm's batched static-cache decode engine for this model, made once per batch size and
+        reused (its cache is allocated once); lives and dies with this LoadedModel."""
+        from brlm.infer.engine import Engine
+
+        if self._engine is None or self._engine.max_batch != max_batch:
+            self._engine = None  # free the old cache before allocating the new one
+            self._engine = Engine(self.model, max_batch=max_batch, device=next(self.model.parameters()).device)
+        return self._engine
 
 
 def is_run_folder(path: str | Path) -> bool:

@@ -9,11 +9,13 @@ key did not change is not redone.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -117,17 +119,25 @@ def parse_json_object(line: str, path: str | Path, lineno: int) -> dict[str, Any
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line of a UTF-8 JSONL file; errors name file:line."""
+    """(line number, object) for every non-blank line of a UTF-8 JSONL file (gzip-compressed when
+    its name ends in .gz); errors name file:line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with open(path, encoding="utf-8") as f:
+        f = opener(path, "rt", encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror or e})") from None
+    with f:
+        try:
             for lineno, line in enumerate(f, start=1):
                 if line.strip():
                     yield lineno, parse_json_object(line, path, lineno)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 (byte {e.start} of a line)") from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not valid UTF-8 (byte {e.start} of a line)") from None
+        except (OSError, EOFError, zlib.error) as e:  # a damaged .gz
+            raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
 
 
 @contextlib.contextmanager

@@ -118,3 +118,45 @@ def cache_dir() -> Path:
         print("brlm: warning: BRLM_CACHE is no longer read; set BRLM_CACHE_DIR instead", file=sys.stderr)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "brlm"
+
+
+class MachineCache:
+    """A JSON file in cache_dir() of figures measured on this machine (the matmul peak, the dtype
+    probe), keyed by machine_key(); unreadable means empty, unwritable only costs a re-measurement.
+
+        cache = MachineCache("cpu_peak.json")
+        entry = cache.get(key) or cache.put(key, measure())
+    """
+
+    def __init__(self, name: str):
+        self.path = cache_dir() / name
+
+    def _read(self) -> dict[str, Any]:
+        import json
+
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._read().get(key)
+
+    def put(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
+        from brlm.io.files import write_json
+
+        cache = self._read()
+        cache[key] = entry
+        try:
+            write_json(self.path, cache)
+        except OSError:
+            pass  # a read-only home only costs a re-measurement next time
+        return entry
+
+
+def machine_key(threads: int, *parts: str) -> str:
+    """What a per-machine figure depends on: CPU model, core count, threads, torch, and `parts`."""
+    import torch
+
+    return "|".join([cpu_model(), str(os.cpu_count()), f"threads={threads}", *parts, f"torch={torch.__version__}"])

@@ -118,21 +118,3 @@ def load_hf(folder: str | Path, device: str | torch.device = "cpu") -> tuple[HFC
     except (OSError, ValueError) as e:
         raise BrlmError(f"--hf {folder}: cannot load model/tokenizer ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
     return HFCausalLM(model).to(device).eval(), HFTokenizer(tok)
-
-
-def merge_peft_adapter(model: nn.Module, adapter: str | Path) -> nn.Module:
-    """A transformers model with a PEFT adapter folder (adapter_config.json + weights) merged into
-    its weights: plain linears again, so decoding and int8 quantisation see one ordinary model."""
-    folder = Path(adapter)
-    if not (folder / "adapter_config.json").is_file():
-        hint = " (it is a whole model: pass it as MODEL instead)" if (folder / "config.json").is_file() else ""
-        raise BrlmError(f"--adapter {folder}: not a PEFT adapter folder (adapter_config.json missing){hint}")
-    try:
-        import peft
-    except ImportError:
-        raise BrlmError("--adapter needs peft: pip install 'brlm[hf]'") from None
-    try:
-        merged = peft.PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise BrlmError(f"--adapter {folder}: does not fit this model ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
-    return merged.eval()

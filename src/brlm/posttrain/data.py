@@ -30,13 +30,12 @@ proves it on the actual model before training (tests/test_posttrain_data.py too)
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +43,7 @@ import torch
 from brlm.config.posttrain import FinetuneConfig, PairsConfig
 from brlm.data.splits import split_of
 from brlm.errors import DataError
-from brlm.io.files import parse_json_object
+from brlm.io.files import iter_jsonl
 
 IGNORE = -100
 BUILTIN_PAIRS = {
@@ -99,23 +98,6 @@ def resolve_pairs_path(source: str, key: str = "pairs.train") -> Path:
     if not p.is_file():
         raise DataError(f"{p}: file not found ({key}); expected a JSONL file")
     return p
-
-
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; a bad line is a DataError naming it."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        f = opener(path, "rt", encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror or e})") from None
-    with f:
-        try:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                yield n, parse_json_object(line, path, n)
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
 
 
 def detect_format(record: dict[str, Any], pc: PairsConfig, where: str) -> str:
@@ -345,7 +327,7 @@ def load_pair_split(path: Path, fc: FinetuneConfig, pc: PairsConfig, formatter: 
     only the records whose content hash falls in that split (pairs.val_fraction)."""
     out: list[Any] = []
     want = "preference" if fc.task == "dpo" else None
-    for n, record in read_records(path):
+    for n, record in iter_jsonl(path):
         where = f"{path}:{n}"
         fmt = pc.format if pc.format != "auto" else detect_format(record, pc, where)
         if want == "preference" and fmt != "preference":

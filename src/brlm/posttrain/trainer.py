@@ -46,7 +46,7 @@ from brlm.data.loader import ShuffledBatches
 from brlm.errors import BrlmError, DataError
 from brlm.io.files import atomic_path, file_sha256, write_json
 from brlm.io.logging import MetricLogger, format_seconds, info
-from brlm.models.checkpoint import latest_good_checkpoint, update_pointers
+from brlm.models.checkpoint import update_pointers
 from brlm.posttrain import data as pdata
 from brlm.posttrain.loss import CausalLMLoss, dpo_loss
 from brlm.posttrain.model import (
@@ -64,7 +64,7 @@ from brlm.train.loop import (
     _StopFlag,
     gather_rng_states,
     peak_memory_mb,
-    restore_train_state,
+    resume_latest,
 )
 from brlm.train.optim import make_optimizer
 
@@ -248,17 +248,10 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
         "best_val": float("inf"), "best_step": None, "first_val": None, "val": None, "last_train_loss": None,
         "ref_tokens": 0,
     }
-    if resume:
-        found = latest_good_checkpoint(ckpt_dir)
-        if found is None:
-            info(f"resume: no usable checkpoint in {ckpt_dir}; starting from step 0")
-        else:
-            step0, ck = found
-            load_trained(model, ckpt_dir, step0)
-            js = restore_train_state(ckpt_dir, step0, ck, optimizer, batches, device, rank)
-            st.update(js["loop"])
-            if master:
-                info(f"resume: continuing from the checkpoint at step {step0}")
+    js = resume_latest(ckpt_dir, lambda s: load_trained(model, ckpt_dir, s), optimizer, batches, device, rank,
+                       master) if resume else None
+    if js is not None:
+        st.update(js["loop"])
 
     def checkpoint(step: int, evaluated: bool) -> None:
         rng, rng_all = gather_rng_states(device, ddp, world)

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -171,6 +171,24 @@ def restore_train_state(ckpt_dir: str | Path, step: int, ck: dict[str, Any], opt
     return js
 
 
+def resume_latest(ckpt_dir: str | Path, load_trained: Callable[[int], None], optimizer: torch.optim.Optimizer,
+                  batches: Any, device: torch.device, rank: int, master: bool) -> dict[str, Any] | None:
+    """`--resume` for any trainer: the newest good checkpoint's weights (`load_trained(step)`),
+    optimizer, RNG streams and loader position restored; returns its JSON train state, or None
+    (no usable checkpoint: start from step 0)."""
+    found = latest_good_checkpoint(ckpt_dir)
+    if found is None:
+        if master:
+            info(f"resume: no usable checkpoint in {ckpt_dir}; starting from step 0")
+        return None
+    step0, ck = found
+    load_trained(step0)
+    js = restore_train_state(ckpt_dir, step0, ck, optimizer, batches, device, rank)
+    if master:
+        info(f"resume: continuing from the checkpoint at step {step0} ({len(ck['files'])} files verified)")
+    return js
+
+
 def gather_rng_states(device: torch.device, ddp: bool, world: int) -> tuple[dict[str, Any], list[Any]]:
     """This rank's RNG state, and every rank's RNG tensors (all ranks call; rank 0 saves them)."""
     rng = _rng_state(device)
@@ -260,17 +278,11 @@ def train(
         "best_val": float("inf"), "best_step": None, "first_val": None, "val_loss": None,
         "evals_since_best": 0, "recent": [], "stopped_early": False, "last_train_loss": None,
     }
-    if resume:
-        found = latest_good_checkpoint(ckpt_dir)
-        if found is None:
-            info(f"resume: no usable checkpoint in {ckpt_dir}; starting from step 0")
-        else:
-            step0, ck = found
-            load_weights(model, ckpt_dir, step0, str(device))
-            js = restore_train_state(ckpt_dir, step0, ck, optimizer, batches, device, rank)
-            plateau.load_state_dict(js["plateau"])
-            st.update(js["loop"])
-            info(f"resume: continuing from the checkpoint at step {step0} ({len(ck['files'])} files verified)")
+    js = resume_latest(ckpt_dir, lambda s: load_weights(model, ckpt_dir, s, str(device)), optimizer, batches, device,
+                       rank, master) if resume else None
+    if js is not None:
+        plateau.load_state_dict(js["plateau"])
+        st.update(js["loop"])
 
     train_model: torch.nn.Module = model
     ddp_model = None

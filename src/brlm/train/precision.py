@@ -18,7 +18,6 @@ go into train.json (`dtype_choice`) and run.json (`train_dtype`).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from typing import Any, Callable
@@ -27,7 +26,7 @@ import torch
 
 from brlm.config import ModelConfig
 from brlm.errors import ConfigError
-from brlm.io.machine import cpu_bf16_support, cpu_model
+from brlm.io.machine import MachineCache, cpu_bf16_support, cpu_model, machine_key
 
 MIN_SPEEDUP = 1.05  # below this, bf16's rounding is not worth it (and the probe's noise is ~ this size)
 PROBE_TOKENS = 512
@@ -77,36 +76,22 @@ def _load_per_core() -> float | None:
 
 
 def probe_key(mc: ModelConfig, vocab_size: int, threads: int) -> str:
-    shape = (f"{mc.arch} L{mc.n_layer} H{mc.n_head}/{mc.kv_heads} C{mc.n_embd} F{getattr(mc, 'ffn_hidden', 0)} "
-             f"T{mc.block_size} V{vocab_size}")
-    return f"{cpu_model()}|{os.cpu_count()}|threads={threads}|torch={torch.__version__}|{shape}"
+    return machine_key(threads, f"{mc.arch} L{mc.n_layer} H{mc.n_head}/{mc.kv_heads} C{mc.n_embd} "
+                                f"F{getattr(mc, 'ffn_hidden', 0)} T{mc.block_size} V{vocab_size}")
 
 
 def cached_probe(mc: ModelConfig, vocab_size: int, refresh: bool = False) -> dict[str, Any]:
     """probe_speed on CPU, from the per-machine cache when this shape was measured before."""
-    from brlm.compute.peak import cache_dir
-
     threads = torch.get_num_threads()
+    cache = MachineCache("dtype_probe.json")
     key = probe_key(mc, vocab_size, threads)
-    path = cache_dir() / "dtype_probe.json"
-    cache: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            cache = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cache = {}
-    if key in cache and not refresh:
-        return {**cache[key], "cached": True}
+    old = cache.get(key)
+    if old and not refresh:
+        return {**old, "cached": True}
     entry = {**probe_speed(mc, vocab_size), "threads": threads, "cpu": cpu_model()}
     if (entry["load_per_core"] or 0.0) > 1.0:
         return {**entry, "cached": False}  # a contended machine's figures decide this run only
-    cache[key] = entry
-    try:
-        from brlm.io.files import write_json
-
-        write_json(path, cache)
-    except OSError:
-        pass  # a read-only home only costs a re-measurement next time
+    cache.put(key, entry)
     return {**entry, "cached": False}
 
 

@@ -266,17 +266,18 @@ def cmd_peak(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.threads < 0:
         raise BrlmError(f"--threads={args.threads}: expected an integer >= 0")
-    from brlm.compute.peak import cache_dir, cpu_peak_flops
+    from brlm.compute.peak import PEAK_CACHE, cpu_peak_flops
+    from brlm.io.machine import MachineCache
 
     cpu = {d: cpu_peak_flops(d, args.threads, refresh=args.refresh) for d in ("fp32", "bf16")}
     if args.json:
-        print(json.dumps({"cpu": cpu, "gpus": GPUS, "cache": str(cache_dir() / "cpu_peak.json")}, indent=2))
+        print(json.dumps({"cpu": cpu, "gpus": GPUS, "cache": str(MachineCache(PEAK_CACHE).path)}, indent=2))
         return 0
     for d, m in cpu.items():
         print(f"cpu {d:<5} {m['peak_flops_per_s'] / 1e9:10.1f} GFLOP/s  ({m['cpu']}, {m['threads']} threads, {'cached' if m['cached'] else 'measured now'})")
     for name, g in GPUS.items():
         print(f"{name:<9} fp32 {g['fp32'] / 1e12:6.1f} TFLOP/s  bf16 {g['bf16'] / 1e12:6.1f} TFLOP/s  {g['vram_gb']} GiB  {g['title']}")
-    print(f"cache: {cache_dir() / 'cpu_peak.json'}")
+    print(f"cache: {MachineCache(PEAK_CACHE).path}")
     return 0
 
 

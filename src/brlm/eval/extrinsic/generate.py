@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from brlm.errors import BrlmError
-from brlm.infer.engine import Engine, context_limit
+from brlm.infer.engine import context_limit
 from brlm.infer.sampling import make_sampler
 
 
@@ -121,17 +121,8 @@ def _hf_batch(lm: Any, batch: list[list[int]], max_new_tokens: int) -> list[tupl
 def _brlm_batch(lm: Any, batch: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], str]]:
     # brlm's batched static-cache engine: one row per prompt, each with its own positions, so the
     # answers equal one-at-a-time greedy decoding (tests/test_extrinsic_generate.py).
-    device = next(lm.model.parameters()).device
-    key = (id(lm.model), len(batch))
-    engine = _ENGINES.get(key)
-    if engine is None:  # one engine (and static cache) per model and batch size, reused across batches
-        _ENGINES.clear()
-        engine = _ENGINES[key] = Engine(lm.model, max_batch=len(batch), device=device)
-    outs = engine.generate_batch(batch, max_new_tokens, make_sampler(temperature=0.0), eos_id=_eos(lm))
+    outs = lm.engine(len(batch)).generate_batch(batch, max_new_tokens, make_sampler(temperature=0.0), eos_id=_eos(lm))
     return [(ids, info["stopped"]) for ids, info in outs]
-
-
-_ENGINES: dict[tuple[int, int], Engine] = {}
 
 
 def generate_answers(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8) -> Iterator[tuple[int, Generation]]:
