@@ -15,11 +15,17 @@ is the same storage seen with one position per row (`RowKVCache.lengths`, a (B,)
 decode step has one fixed shape whatever the rows' lengths (what torch.compile needs, as in
 gpt-fast). A new sequence is prefilled into row b through `rows.slot(b)` (a batch-1 KVCache over
 that row's storage) and `rows.commit(b, slot)`.
+
+Storage is one tensor per layer (not one (L, ...) tensor): a compiled step then writes each
+layer's new keys in place, where a write into a view of a bigger graph input makes inductor copy
+the whole layer out and back on every step.
 """
 
 from __future__ import annotations
 
 import torch
+
+Storage = tuple[list[torch.Tensor], list[torch.Tensor]]  # keys, values: per layer (B, nkv, max_len, hd)
 
 
 class KVCache:
@@ -27,11 +33,12 @@ class KVCache:
 
     def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, head_dim: int, max_len: int,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 storage: tuple[torch.Tensor, torch.Tensor] | None = None):
-        shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)
+                 storage: Storage | None = None):
+        shape = (batch_size, n_kv_head, max_len, head_dim)
         if storage is None:
-            storage = torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
-        self.k, self.v = storage  # (L, B, nkv, max_len, hd) each
+            storage = ([torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)],
+                       [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)])
+        self.k, self.v = storage
         self.max_len = max_len
         self.pos = 0  # tokens already stored
 
@@ -44,9 +51,9 @@ class KVCache:
         end = self.pos + T
         if end > self.max_len:
             raise ValueError(f"KV cache full: {end} positions > max_len={self.max_len}")
-        self.k[layer, :, :, self.pos : end] = k
-        self.v[layer, :, :, self.pos : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer][:, :, self.pos : end] = k
+        self.v[layer][:, :, self.pos : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """update(), plus what scaled_dot_product_attention needs: (k, v, attn_mask, is_causal)."""
@@ -79,12 +86,13 @@ class RowKVCache:
     a compiled step is captured once. `advance(T)` moves each row by T * advance_by[b] (the
     engine sets 0 for free rows, so they never grow)."""
 
-    def __init__(self, k: torch.Tensor, v: torch.Tensor):
-        self.k, self.v = k, v  # (L, B, nkv, max_len, hd)
-        B, self.max_len = k.size(1), k.size(3)
-        self.lengths = torch.zeros(B, dtype=torch.long, device=k.device)
-        self.advance_by = torch.ones(B, dtype=torch.long, device=k.device)
-        self.key_pos = torch.arange(self.max_len, device=k.device)  # (max_len,)
+    def __init__(self, k: list[torch.Tensor], v: list[torch.Tensor]):
+        self.k, self.v = k, v  # per layer (B, nkv, max_len, hd)
+        B, self.max_len = k[0].size(0), k[0].size(2)
+        self.lengths = torch.zeros(B, dtype=torch.long, device=k[0].device)
+        self.advance_by = torch.ones(B, dtype=torch.long, device=k[0].device)
+        self.key_pos = torch.arange(self.max_len, device=k[0].device)  # (max_len,)
+        self.row_idx = torch.arange(B, device=k[0].device)[:, None]  # (B, 1)
         # Keys attended: all max_len (fixed shape, for a compiled step) or, when the engine decodes
         # eagerly, the first `span` slots that cover every live row (less work early in a sequence).
         self.span: int | None = None
@@ -98,21 +106,22 @@ class RowKVCache:
         return self._pos
 
     def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        B, nkv, T, hd = k.shape
-        where = self._pos.view(B, 1, T, 1).expand(B, nkv, T, hd)
-        self.k[layer].scatter_(2, where, k)
-        self.v[layer].scatter_(2, where, v)
+        # k[b, :, pos[b, t]] = new[b, :, t]: index_put_ on the whole layer tensor, which inductor
+        # performs in place (a scatter_ there became a copy of the layer out and back).
+        rows, pos = self.row_idx, self._pos
+        self.k[layer][rows, :, pos] = k.transpose(1, 2)  # (B, T, nkv, hd): advanced dims first
+        self.v[layer][rows, :, pos] = v.transpose(1, 2)
         if self.span is None:
             return self.k[layer], self.v[layer], self._mask, False
-        return self.k[layer, :, :, : self.span], self.v[layer, :, :, : self.span], self._mask, False
+        return self.k[layer][:, :, : self.span], self.v[layer][:, :, : self.span], self._mask, False
 
     def advance(self, T: int) -> None:
         self.lengths.add_(self.advance_by, alpha=T)
 
     def slot(self, b: int) -> KVCache:
         """An empty batch-1 KVCache writing into row b's storage (to prefill a new sequence)."""
-        k, v = self.k[:, b : b + 1], self.v[:, b : b + 1]
-        return KVCache(k.size(0), 1, k.size(2), k.size(4), self.max_len, storage=(k, v))
+        k, v = [t[b : b + 1] for t in self.k], [t[b : b + 1] for t in self.v]
+        return KVCache(len(k), 1, k[0].size(1), k[0].size(3), self.max_len, storage=(k, v))
 
     def commit(self, b: int, slot: KVCache) -> None:
         """Row b now holds what `slot` (from slot(b)) stored."""

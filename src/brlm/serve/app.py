@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -139,16 +140,8 @@ def create_app(lm: Any, name: str = "brlm", max_batch: int = 8, max_queue: int =
     app.state.server = server
     app.state.scheduler = server.scheduler
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next):
-        # The page itself holds no data and a browser cannot attach a header to a page load; it
-        # sends the key (typed into the page) with each API call.
-        if api_key and request.url.path not in ("/health", "/"):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                              "authentication_error")
-        return await call_next(request)
+    if api_key:
+        app.add_middleware(_KeyCheck, api_key=api_key)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -192,6 +185,49 @@ def create_app(lm: Any, name: str = "brlm", max_batch: int = 8, max_queue: int =
     return app
 
 
+class _KeyCheck:
+    """`Authorization: Bearer <key>` on every route but /health and / (the page holds no data, and a
+    browser cannot attach a header to a page load: the page sends the key typed into it with each
+    API call). Plain ASGI, not `@app.middleware("http")`, which would pass every chunk of a stream
+    through an extra task and memory channel."""
+
+    def __init__(self, app: Any, api_key: str):
+        self.app, self.expected = app, f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in ("/health", "/"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                  "authentication_error")
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class _Mailbox:
+    """Events from the scheduler thread into the event loop's per-request queues, with one wake-up
+    of the loop per batch of events (a decode step of 8 rows posts 8 events) instead of one
+    `call_soon_threadsafe` each."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._items: list[tuple[asyncio.Queue, Any]] = []
+        self._lock = threading.Lock()
+
+    def post(self, queue: asyncio.Queue, item: Any) -> None:
+        with self._lock:
+            self._items.append((queue, item))
+            wake = len(self._items) == 1
+        if wake:
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
 class _Server:
     """Requests -> sequences -> JSON or server-sent events."""
 
@@ -201,6 +237,7 @@ class _Server:
         self.max_tokens_limit = max_tokens_limit
         self.created = int(time.time())
         self._samplers: dict[tuple[float, float], Any] = {}
+        self._mailbox: _Mailbox | None = None
         eos = lm.tokenizer.eos_id
         self.eos_id = eos if eos is not None and eos >= 0 else None
 
@@ -224,14 +261,16 @@ class _Server:
 
     async def respond(self, body: _Options, ids: list[int], stops: list[str], chat: bool, logprobs: int | None):
         ids, max_new = self.budget(ids, body, chat)
-        loop = asyncio.get_running_loop()
+        if self._mailbox is None or self._mailbox.loop is not asyncio.get_running_loop():
+            self._mailbox = _Mailbox(asyncio.get_running_loop())
+        post = self._mailbox.post
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         seqs = []
         for i in range(body.n):
             gen = torch.Generator().manual_seed(body.seed + i) if body.seed is not None else None
             eos = None if body.ignore_eos else self.eos_id
             seqs.append(Sequence(ids, max_new, self.sampler(body), gen, eos, logprobs=logprobs,
-                                 on_event=lambda ev, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, ev))))
+                                 on_event=lambda ev, i=i: post(queue, (i, ev))))
         try:
             self.scheduler.submit(seqs)
         except QueueFull as e:
@@ -259,29 +298,37 @@ class _Run:
         self.created = int(time.time())
 
     async def events(self, queue: asyncio.Queue) -> AsyncIterator[tuple[int, str, str | None]]:
-        """(choice, new text, finish_reason or None) until every choice is finished. Leaving early
+        """(choice, new text, finish_reason or None) until every choice is finished. Tokens that
+        arrived while the previous text was being sent go out together, one piece per choice:
+        nothing waits that was ready, and a busy server writes fewer, larger chunks. Leaving early
         (a client gone, an error) cancels every sequence, which frees their rows."""
         live = len(self.seqs)
         try:
             while live:
-                i, ev = await queue.get()
-                stream = self.streams[i]
-                if ev.finish is None:
-                    if stream.stopped:  # a stop string matched; the row is being freed
+                ready = [await queue.get()]
+                while not queue.empty():
+                    ready.append(queue.get_nowait())
+                pending: dict[int, str] = {}
+                for i, ev in ready:
+                    stream = self.streams[i]
+                    if ev.finish is None:
+                        if stream.stopped:  # a stop string matched; the row is being freed
+                            continue
+                        piece = stream.push(ev.token)
+                        if ev.logprob is not None:
+                            self.lps[i].append({"id": ev.token, **ev.logprob})
+                        if stream.stopped:
+                            self.seqs[i].cancel()
+                        if piece:
+                            pending[i] = pending.get(i, "") + piece
                         continue
-                    piece = stream.push(ev.token)
-                    if ev.logprob is not None:
-                        self.lps[i].append({"id": ev.token, **ev.logprob})
-                    if stream.stopped:
-                        self.seqs[i].cancel()
-                    if piece:
-                        yield i, piece, None
-                    continue
-                live -= 1
-                if ev.finish.startswith("error"):
-                    raise ApiError(500, f"generation failed: {ev.finish}", "server_error")
-                reason = "stop" if stream.stopped or ev.finish in ("stop", "cancelled") else "length"
-                yield i, stream.flush(), reason
+                    live -= 1
+                    if ev.finish.startswith("error"):
+                        raise ApiError(500, f"generation failed: {ev.finish}", "server_error")
+                    reason = "stop" if stream.stopped or ev.finish in ("stop", "cancelled") else "length"
+                    yield i, pending.pop(i, "") + stream.flush(), reason
+                for i, piece in pending.items():
+                    yield i, piece, None
         finally:
             for seq in self.seqs:
                 seq.cancel()
