@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_posttrain.py throughput --base runs/llama/hf --steps 20
     .venv/bin/python benchmarks/bench_posttrain.py memory --vocab 32000 --seq-len 1024
     .venv/bin/python benchmarks/bench_posttrain.py estimate --base runs/llama/hf
-    .venv/bin/python benchmarks/bench_posttrain.py all --base runs/llama/hf
+    .venv/bin/python benchmarks/bench_posttrain.py all --write      # default base; tables into RESULTS.md
 
 * throughput: SFT on the Canarim subset (../shared/data/canarim/sft_10k_train.jsonl, or brlm's own
   instruction set) over the same base and the same LoRA config, brlm's trainer against TRL's
@@ -16,6 +16,11 @@
   and seq 1024 on a randomly initialised Llama-style model. Target: fused >= 30 % lower.
 * estimate: `brlm estimate`'s prediction (brlm.compute.memory, the fit check's model) against the
   measured peak for LoRA and QLoRA. Target: within 20 %.
+
+Without --base, the throughput base is built here the way `brlm export hf` writes brlm models: a
+SentencePiece tokenizer (vocab 8,000, role markers as single pieces) trained on the SFT data, and a
+random Llama-style brlm model (4 layers, 256 wide, context 1,024). The CPU model and flags and the
+load average are printed beside every ratio; a busy machine refuses to measure unless --force.
 
 Each measurement runs in its own subprocess so one run's allocations do not inflate the next one's
 peak; the baseline subtracted from peak RSS is the process after imports and a warm-up step of a
@@ -30,6 +35,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from benchlib import check_load, tag, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CANARIM = ROOT.parent / "shared" / "data" / "canarim" / "sft_10k_train.jsonl"
@@ -63,7 +70,7 @@ if spec["engine"] == "brlm":
 else:
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
     rows = [json.loads(l) for l in open(spec["data"], encoding="utf-8")][: spec["max_train"]]
     def to_messages(r):
@@ -72,24 +79,26 @@ else:
     ds = Dataset.from_list([to_messages(r) for r in rows])
     tok = AutoTokenizer.from_pretrained(spec["base"])
     model = AutoModelForCausalLM.from_pretrained(spec["base"])
-    useful = {"tokens": 0}
-    class Count(TrainerCallback):
-        pass
+    # Count what the trainer really trains on (non-padding tokens of every micro-batch it steps on,
+    # across epochs if the packed set runs out) and time from its first step to the end, as brlm's
+    # train_time counts only training steps.
+    seen = {"tokens": 0, "t0": None}
+    class Counting(SFTTrainer):
+        def training_step(self, model, inputs, *rest, **kw):
+            if seen["t0"] is None:
+                seen["t0"] = time.perf_counter()
+            m = inputs.get("attention_mask")
+            seen["tokens"] += int(m.sum()) if m is not None else int(inputs["input_ids"].numel())
+            return super().training_step(model, inputs, *rest, **kw)
     args = SFTConfig(output_dir=spec["out"], per_device_train_batch_size=spec["batch"], gradient_accumulation_steps=spec["accum"],
                      learning_rate=2e-4, max_steps=spec["steps"], max_length=spec["seq_len"], logging_steps=1000,
                      save_strategy="no", report_to=[], assistant_only_loss=False, completion_only_loss=None,
                      packing=spec["packing"], use_cpu=True, bf16=False, dataloader_num_workers=0)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                         peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"))
-    dl = trainer.get_train_dataloader()
-    n = 0
-    for i, batch in enumerate(dl):
-        if i >= spec["steps"] * spec["accum"]:
-            break
-        n += int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
-    t = time.perf_counter()
+    trainer = Counting(model=model, args=args, train_dataset=ds, processing_class=tok,
+                       peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"))
     trainer.train()
-    dt = time.perf_counter() - t
+    dt = time.perf_counter() - seen["t0"]
+    n = seen["tokens"]
     print(json.dumps({"useful_tokens": n, "seconds": dt, "tokens_per_s": n / dt}))
 """
 
@@ -167,8 +176,40 @@ def random_llama(out: Path, vocab: int, n_embd: int, n_layer: int, seq_len: int)
     return out
 
 
+def default_base(out: Path, data: str, seq_len: int) -> Path:
+    """A brlm-exported Hugging Face base of a realistic small size (module docstring), random weights."""
+    import json as _json
+
+    import torch
+
+    from brlm.config import ModelConfig, TokenizerConfig
+    from brlm.models.export_hf import save_hf_model
+    from brlm.models.registry import build_model
+    from brlm.tokenizers.base import load_tokenizer, train_tokenizer
+    from brlm.tokenizers.hf import ROLE_MARKERS, save_hf_tokenizer
+
+    if (out / "config.json").is_file():
+        return out
+    rows = [_json.loads(line) for line in open(data, encoding="utf-8")][:4000]
+    texts = [f"{r['instruction']}\n{r.get('input', '')}\n{r['output']}" for r in rows]
+    tok_dir = out.parent / f".{out.name}-spm"
+    train_tokenizer(texts, TokenizerConfig(vocab_size=8000, user_defined_symbols=",".join(ROLE_MARKERS.values())),
+                    tok_dir, data_key="bench-posttrain")
+    tok = load_tokenizer(tok_dir)
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="llama", n_layer=4, n_head=4, n_kv_head=2, n_embd=256, block_size=seq_len, dropout=0.0,
+                      bias=False, tie_embeddings=False)
+    save_hf_model(build_model(cfg, tok.vocab_size), out, {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id,
+                                                          "pad_token_id": None})
+    save_hf_tokenizer(tok_dir, out, model_max_length=seq_len)
+    return out
+
+
 def throughput(args) -> str:
     data = str(CANARIM) if CANARIM.is_file() else "builtin:instructions"
+    if not args.base:
+        raw = data if CANARIM.is_file() else str(ROOT / "src/brlm/resources/demo_instructions.jsonl")
+        args.base = str(default_base(Path(args.work) / f"base-llama4x256-s{args.seq_len}", raw, args.seq_len))
     rows = []
     for engine in ("brlm", "trl"):
         spec = dict(engine=engine, base=args.base, data=data if engine == "brlm" else data.replace("builtin:instructions",
@@ -180,7 +221,10 @@ def throughput(args) -> str:
     brlm, trl = rows[0][1]["tokens_per_s"], rows[1][1]["tokens_per_s"]
     lines = ["| engine | useful tokens | seconds | useful tokens/s |", "|---|---|---|---|"]
     lines += [f"| {e} | {r['useful_tokens']:,} | {r['seconds']:.1f} | {r['tokens_per_s']:,.0f} |" for e, r in rows]
-    return "\n".join(lines) + f"\n\nbrlm / TRL SFTTrainer: **{brlm / trl:.2f}x** (target >= 1.5x)\n"
+    return "\n".join(lines) + (f"\n\nbrlm / TRL SFTTrainer: **{brlm / trl:.2f}x** (target >= 1.5x) {tag()}\n\n"
+                                f"Base {args.base}; LoRA r 16 on every linear; seq_len {args.seq_len}, batch "
+                                f"{args.batch} x accumulation {args.accum}, {args.steps} steps, packing on both sides, "
+                                f"{args.threads} threads; data {data}.\n")
 
 
 def memory(args) -> str:
@@ -188,18 +232,25 @@ def memory(args) -> str:
     warm = str(random_llama(Path(args.work) / "llama-warm", 512, 64, 1, 64))
     lines = ["| method | loss | measured peak (MB) | predicted (MB) | predicted / measured |", "|---|---|---|---|---|"]
     peaks: dict[tuple[str, bool], float] = {}
+    preds: dict[tuple[str, bool], float] = {}
     for method in ("full", "lora", "qlora"):
         for fused in (False, True):
             r = child(MEMORY_CHILD, dict(base=base, warmup_base=warm, method=method, fused=fused, seq_len=args.seq_len,
                                          batch=1, threads=args.threads))
             peaks[(method, fused)] = r["measured_mb"]
+            preds[(method, fused)] = r["predicted_mb"]
             lines.append(f"| {method} | {'fused chunked' if fused else 'HF logits'} | {r['measured_mb']:,.0f} | "
                          f"{r['predicted_mb']:,.0f} | {r['predicted_mb'] / r['measured_mb']:.2f} |")
     out = "\n".join(lines) + "\n\n"
     for method in ("full", "lora", "qlora"):
         saving = 1 - peaks[(method, True)] / peaks[(method, False)]
         out += f"* {method}: fused loss peak {saving:.0%} lower than the HF loss (target >= 30 %)\n"
-    return out
+    for method in ("lora", "qlora"):
+        for fused in (False, True):
+            m, pr = peaks[(method, fused)], preds[(method, fused)]
+            out += (f"* estimate, {method} ({'fused' if fused else 'HF logits'}): predicted {pr:,.0f} MB vs measured "
+                    f"{m:,.0f} MB, {pr / m - 1:+.0%} (target within 20 %)\n")
+    return out + f"\n{tag()}\n"
 
 
 def main() -> None:
@@ -216,14 +267,23 @@ def main() -> None:
     p.add_argument("--n-embd", type=int, default=256)
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--force", action="store_true", help="measure even on a busy machine (load > 0.5 per core)")
+    p.add_argument("--write", action="store_true", help="write the tables into benchmarks/RESULTS.md (this machine kind's)")
     args = p.parse_args()
+    load = check_load(args.force)
     Path(args.work).mkdir(parents=True, exist_ok=True)
+    section = "Post-training (bench_posttrain.py, issue 11)"
     if args.what in ("throughput", "all"):
-        if not args.base:
-            raise SystemExit("throughput needs --base (a Hugging Face folder, e.g. `brlm export hf RUN`)")
-        print("## SFT throughput: brlm vs TRL SFTTrainer\n\n" + throughput(args))
+        table = throughput(args) + f"Load average at start {load:.2f}.\n"
+        print("## SFT throughput: brlm vs TRL SFTTrainer\n\n" + table)
+        if args.write:
+            write_table(section, "SFT useful tokens/s, brlm vs TRL SFTTrainer", table)
     if args.what in ("memory", "estimate", "all"):
-        print(f"## Peak memory of one training step (vocab {args.vocab}, seq {args.seq_len}), and brlm estimate\n\n" + memory(args))
+        title = f"Peak memory of one training step (vocab {args.vocab}, seq {args.seq_len}) and brlm estimate"
+        table = memory(args) + f"Load average at start {load:.2f}.\n"
+        print(f"## {title}\n\n" + table)
+        if args.write:
+            write_table(section, title, table)
 
 
 if __name__ == "__main__":

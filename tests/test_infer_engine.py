@@ -113,3 +113,33 @@ def test_decode_step_is_captured_by_torch_compile(arch):
     eager = Engine(model, max_batch=3).generate_batch(PROMPTS[:3], 10, greedy)
     compiled = Engine(model, max_batch=3, compile="aot_eager").generate_batch(PROMPTS[:3], 10, greedy)
     assert [ids for ids, _ in compiled] == [ids for ids, _ in eager]
+
+
+def test_warm_up_leaves_every_row_free_and_changes_no_answer():
+    model = tiny_model("llama")
+    greedy = make_sampler(0)
+    want = [ids for ids, _ in Engine(model, max_batch=2).generate_batch(PROMPTS, 8, greedy)]
+    engine = Engine(model, max_batch=2)
+    assert engine.warm_up() > 0
+    assert engine.free_slots() == [0, 1]
+    assert [ids for ids, _ in engine.generate_batch(PROMPTS, 8, greedy)] == want
+
+
+def test_bf16_weights_decode_a_copy_and_leave_the_model_fp32():
+    model = tiny_model("llama")
+    engine = Engine(model, max_batch=2, dtype="bf16")
+    assert engine.model is not model and next(engine.model.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32
+    outs = engine.generate_batch(PROMPTS[:2], 6, make_sampler(0))
+    assert [len(ids) for ids, _ in outs] == [6, 6]
+
+
+def test_one_engine_serves_many_generate_calls_like_fresh_ones():
+    # eval.samples reuses one batch-1 engine for every (prompt, seed): same ids as a fresh engine each.
+    model = tiny_model("gpt")
+    sampler = make_sampler(0.8, top_k=20)
+    engine = Engine(model, 1)
+    for seed, prompt in enumerate(PROMPTS):
+        a = generate(model, prompt, 7, sampler, generator=torch.Generator().manual_seed(seed), engine=engine)[0]
+        b = generate(model, prompt, 7, sampler, generator=torch.Generator().manual_seed(seed))[0]
+        assert a == b

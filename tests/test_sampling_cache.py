@@ -109,7 +109,13 @@ def test_sample_cli_warns_on_long_prompt_and_takes_knobs(tiny_run, tmp_path):
     proc = run_cli("sample", str(tiny_run), "--prompt", long_prompt, "--temperature", "0", "--max-new-tokens", "4",
                    "--repetition-penalty", "1.3", "--no-cache", "--out", str(out), check=True)
     row = json.loads(out.read_text())[0]
-    assert row["cache"] is False and row["completion"] == cached
+    assert row["cache"] is False and row["completion"] == cached and row["dtype"] == "fp32" and row["compiled"] is False
+    run_cli("sample", str(tiny_run), "--prompt", "O governo", "--max-new-tokens", "4", "--dtype", "bf16", "--out", str(out),
+            check=True)
+    row = json.loads(out.read_text())[0]
+    assert row["dtype"] == "bf16" and row["new_tokens"] == 4
+    proc = run_cli("sample", str(tiny_run), "--set", "sample.dtype=fp16")
+    assert proc.returncode == 2 and "sample.dtype" in proc.stderr and "fp32, bf16 or auto" in proc.stderr
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))

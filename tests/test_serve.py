@@ -286,6 +286,22 @@ def test_client_leaving_mid_stream_frees_its_row(strict):
     assert _post(strict.url, "/v1/completions", {"prompt": "Oi", "max_tokens": 3}).status_code == 200
 
 
+def test_client_leaving_before_a_whole_answer_frees_its_row(strict):
+    # Not streaming: the handler waits for the whole answer, and must still notice the client left.
+    strict.delay = 0.05
+    before = strict.health()
+    t0 = time.time()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(strict.url + "/v1/completions", json={"prompt": "Oi", "max_tokens": 500},
+                   headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5)
+    h = strict.wait(lambda h: h["running"] == 0)
+    strict.delay = 0.0
+    assert time.time() - t0 < 5
+    assert h["cancelled"] == before["cancelled"] + 1
+    assert h["generated_tokens"] - before["generated_tokens"] < 60
+    assert _post(strict.url, "/v1/completions", {"prompt": "Oi", "max_tokens": 3}).status_code == 200
+
+
 def test_sigterm_finishes_requests_in_flight_then_exits(tmp_path, run):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

@@ -305,9 +305,13 @@ class SampleConfig:
     repetition_penalty: float = setting(1.0, "divide logits of tokens already in the context by this (1 = off; CTRL)")
     stop: str = setting("", "stop strings separated by '|' ('\\n' for a newline); the completion ends before the first")
     use_cache: bool = setting(True, "decode with the model's KV cache / carried state when it has one")
+    compile: bool = setting(False, "capture the decode step with torch.compile (the first call compiles; "
+                                   "worth it for many or long generations)")
+    dtype: str = setting("fp32", "decode weights: fp32, bf16, or auto (bf16 where the CPU has native bf16 matmuls)")
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens >= 1, "sample.max_new_tokens", self.max_new_tokens, "an integer >= 1")
+        check(self.dtype in ("fp32", "bf16", "auto"), "sample.dtype", self.dtype, "fp32, bf16 or auto")
         check(self.temperature >= 0, "sample.temperature", self.temperature, "a number >= 0")
         check(self.top_k >= 0, "sample.top_k", self.top_k, "an integer >= 0")
         check(0 < self.top_p <= 1, "sample.top_p", self.top_p, "a number in (0, 1]")

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from brlm.config import SampleConfig
-from brlm.infer.engine import generate
+from brlm.infer.engine import Engine, generate
 from brlm.infer.sampling import cut_at_stop, make_sampler, make_stop, parse_stop_strings
 from brlm.io.logging import info, progress
 
@@ -34,10 +34,12 @@ def generate_samples(
     stop = make_stop(tok, stops)
     rows = []
     jobs = [(p, s) for p in prompts for s in seeds]
+    # One engine for every sample: its cache, compiled step and bf16 weights are made once.
+    engine = Engine(model, 1, device=device, use_cache=sc.use_cache, compile=sc.compile, dtype=sc.dtype)
     for prompt, seed in progress(jobs, desc=desc, unit="sample", total=len(jobs)):
         gen = torch.Generator(device=device).manual_seed(seed)
         ids, gen_info = generate(model, tok.encode(prompt), max_new, sampler, generator=gen, eos_id=tok.eos_id,
-                                 device=device, use_cache=sc.use_cache, stop=stop)
+                                 device=device, stop=stop, engine=engine)
         completion = cut_at_stop(tok.decode(ids), stops)
         seconds = gen_info.pop("seconds", 0.0)
         row = {
@@ -51,6 +53,8 @@ def generate_samples(
             "top_k": sc.top_k,
             "top_p": sc.top_p,
             "repetition_penalty": sc.repetition_penalty,
+            "dtype": engine.dtype_name,
+            "compiled": bool(engine.compile),
             **gen_info,
         }
         rows.append(row)

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import torch
 
 from brlm.errors import BrlmError
-from brlm.infer.engine import context_limit, stream_generate
+from brlm.infer.engine import Engine, context_limit, stream_generate
 from brlm.infer.sampling import make_sampler
 from brlm.tokenizers.hf import ROLE_MARKERS
 
@@ -185,10 +185,12 @@ class ChatSession:
     """One conversation: messages, settings, and `reply` streaming the next assistant turn."""
 
     def __init__(self, lm: Any, mode: str = "auto", settings: ChatSettings | None = None, system: str | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", compile: bool = False, dtype: str = "fp32"):
         if mode not in MODES:
             raise BrlmError(f"--mode {mode}: expected one of {', '.join(MODES)}")
         self.lm, self.device = lm, device
+        # One batch-1 engine for the whole conversation (cache, compiled step, bf16 weights made once).
+        self.engine = Engine(lm.model, 1, device=device, compile=compile, dtype=dtype)
         self.mode = detect_mode(lm) if mode == "auto" else mode
         self.settings = settings or ChatSettings.from_run(lm.meta)
         self.system = system
@@ -229,7 +231,7 @@ class ChatSession:
         stream = TextStream(self.lm.tokenizer, stops)
         gen = torch.Generator(device=self.device).manual_seed(s.seed + self.turns)
         tokens = stream_generate(self.lm.model, ids, s.max_tokens, s.sampler(), generator=gen,
-                                 eos_id=self.lm.tokenizer.eos_id, device=self.device,
+                                 eos_id=self.lm.tokenizer.eos_id, device=self.device, engine=self.engine,
                                  stop=(lambda _new: f"stop string {stream.stopped!r}" if stream.stopped else None))
         info: dict[str, Any] = {"prompt_tokens": len(ids), "dropped_turns": dropped, "interrupted": True}
         try:

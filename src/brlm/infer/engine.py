@@ -136,6 +136,10 @@ def resolve_decode_dtype(name: str) -> torch.dtype:
     return torch.bfloat16 if name == "bf16" else torch.float32
 
 
+def _greedy(logits: torch.Tensor, generator: torch.Generator | None = None, history: torch.Tensor | None = None):
+    return logits.argmax(-1, keepdim=True)
+
+
 class Engine:
     """Decode up to `max_batch` sequences at once, each in its own row (slot) of a static cache of
     `max_len` positions (default: the model's context). `compile=True` captures the decode step
@@ -170,6 +174,12 @@ class Engine:
         self.last_info: list[dict[str, Any] | None] = [None] * B  # of the sequence a row last held
         self._groups: list[tuple[Sampler, torch.Generator | None, list[int], torch.Tensor]] | None = None
         self._logits: torch.Tensor | None = None  # uncached rows' last logits (B, V)
+
+    @property
+    def dtype_name(self) -> str:
+        """The decode weights' dtype: 'fp32' or 'bf16' (what `dtype='auto'` chose)."""
+        p = next(self.model.parameters(), None)
+        return "bf16" if p is not None and p.dtype == torch.bfloat16 else "fp32"
 
     # -- admission and retirement ------------------------------------------------------------
 
@@ -326,6 +336,15 @@ class Engine:
 
     # -- whole batches -----------------------------------------------------------------------
 
+    def warm_up(self) -> float:
+        """Decode two tokens in a free row and free it again, so a compiled step is captured now
+        rather than during the first real request; returns the seconds it took."""
+        t0 = time.perf_counter()
+        slot = self.add([0, 0], 2, _greedy)
+        while self.seqs[slot] is not None:
+            self.step()
+        return time.perf_counter() - t0
+
     def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, sampler: Sampler,
                        generator: torch.Generator | None = None, eos_id: int | None = None
                        ) -> list[tuple[list[int], dict[str, Any]]]:
@@ -361,13 +380,15 @@ def stream_generate(
     device: str | torch.device = "cpu",
     use_cache: bool = True,
     stop: StopFn | None = None,
+    engine: Engine | None = None,
 ) -> Iterator[int]:
     """Yield each new token id as soon as it is sampled (batch 1); the generator's return value is
-    the info dict (`stopped`, `reprefills`, `seconds`, `warning`, …). Chat, the server, samples and
-    guardrails all decode through here; `generate` collects it."""
+    the info dict (`stopped`, `reprefills`, `seconds`, `warning`, …). Chat, samples and guardrails
+    decode through here; `generate` collects it. `engine`: a batch-1 Engine of this model to reuse
+    (its cache, compiled step and bf16 weights are made once); else a fresh eager fp32 one."""
     was_training = model.training
     t0 = time.perf_counter()
-    engine = Engine(model, 1, device=device, use_cache=use_cache)
+    engine = engine or Engine(model, 1, device=device, use_cache=use_cache)
     slot = engine.add(prompt_ids, max_new_tokens, sampler, generator, eos_id)
     new: list[int] = []
     try:
@@ -394,7 +415,7 @@ def stream_generate(
 def generate(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler,
              **options: Any) -> tuple[list[int], dict[str, Any]]:
     """Generate up to max_new_tokens after prompt_ids (batch 1). Returns (new ids, info).
-    `options` are stream_generate's (generator, eos_id, device, use_cache, stop)."""
+    `options` are stream_generate's (generator, eos_id, device, use_cache, stop, engine)."""
     stream = stream_generate(model, prompt_ids, max_new_tokens, sampler, **options)
     new: list[int] = []
     while True:

@@ -23,6 +23,7 @@ request says `truncate: true`), 429 (queue full), 503 (shutting down).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import threading
@@ -171,16 +172,16 @@ def create_app(lm: Any, name: str = "brlm", max_batch: int = 8, max_queue: int =
                                             "owned_by": "brlm", "context_length": engine.max_len}]}
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         ids = lm.tokenizer.encode(body.prompt)
-        return await server.respond(body, ids, body.stops(), chat=False, logprobs=body.logprobs)
+        return await server.respond(body, ids, body.stops(), chat=False, logprobs=body.logprobs, request=request)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest):
+    async def chat_completions(body: ChatRequest, request: Request):
         ids = chat_prompt_ids([m.model_dump() for m in body.messages], lm.tokenizer)
         stops = body.stops() + list(ROLE_MARKERS.values())  # the model starting a new turn ends its answer
         top = (body.top_logprobs or 0) if body.logprobs else None
-        return await server.respond(body, ids, stops, chat=True, logprobs=top)
+        return await server.respond(body, ids, stops, chat=True, logprobs=top, request=request)
 
     return app
 
@@ -259,7 +260,8 @@ class _Server:
             self._samplers[key] = make_sampler(body.temperature, 0, body.top_p, 1.0)
         return self._samplers[key]
 
-    async def respond(self, body: _Options, ids: list[int], stops: list[str], chat: bool, logprobs: int | None):
+    async def respond(self, body: _Options, ids: list[int], stops: list[str], chat: bool, logprobs: int | None,
+                      request: Request | None = None):
         ids, max_new = self.budget(ids, body, chat)
         if self._mailbox is None or self._mailbox.loop is not asyncio.get_running_loop():
             self._mailbox = _Mailbox(asyncio.get_running_loop())
@@ -281,7 +283,26 @@ class _Server:
         if body.stream:
             return StreamingResponse(run.sse(queue), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await run.whole(queue)
+        if request is None:
+            return await run.whole(queue)
+        # A client that leaves before a whole (non-streaming) answer is ready frees its rows too:
+        # uvicorn does not cancel the handler, so watch for the disconnect beside the answer.
+        answer = asyncio.ensure_future(run.whole(queue))
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if answer.done():
+            gone.cancel()
+            return answer.result()
+        answer.cancel()  # events() cancels every sequence on the way out
+        with contextlib.suppress(asyncio.CancelledError):
+            await answer
+        return JSONResponse({}, status_code=499)  # nobody reads it
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client has gone (the body is already read, so the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class _Run:

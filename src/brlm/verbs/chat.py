@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--system", help="system message (also /system inside)")
     p.add_argument("--quantize", choices=("int8",), help="dynamic int8 linear layers (CPU)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    p.add_argument("--compile", action="store_true", help="capture the decode step with torch.compile")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="decode weights (default: fp32; auto: bf16 where the CPU has native bf16)")
     for flag, kind in (("temperature", float), ("top-p", float), ("top-k", int), ("max-tokens", int),
                        ("repetition-penalty", float), ("seed", int)):
         p.add_argument(f"--{flag}", type=kind, help=f"initial {flag.replace('-', '_')} (also /set inside)")
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     lm = load_model(args.model, args.checkpoint, device, adapter=args.adapter, quantize=args.quantize)
-    session = ChatSession(lm, mode=args.mode, system=args.system, device=device)
+    session = ChatSession(lm, mode=args.mode, system=args.system, device=device, compile=args.compile, dtype=args.dtype)
     for key in ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "seed"):
         if getattr(args, key) is not None:
             session.settings.set(key, str(getattr(args, key)))

@@ -9,6 +9,7 @@ RUN is a brlm run or, with --adapter, also a Hugging Face folder (the base the a
 on; another base is refused). With --adapter the samples are printed, and written only with --out.
 
     brlm sample runs/demo --quantize int8                 # dynamic int8 linears (CPU)
+    brlm sample runs/demo --compile --dtype auto          # compiled decode step, bf16 weights where native
 
 Prompting (brlm.infer.prompting; writes <run>/prompting.json): each --prompt is a query put in a
 few-shot template built from a JSONL of examples, optionally restricted to options, and sampled
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the samples JSON here (default: <run>/samples.json; with --adapter, not written)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE")
     p.add_argument("--quantize", choices=("int8",), help="dynamic int8 linear layers for CPU inference")
+    p.add_argument("--compile", action="store_true", help="sample.compile: capture the decode step with torch.compile")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "auto"), help="sample.dtype: decode weights (auto: bf16 where the CPU has native bf16)")
     g = p.add_argument_group("prompting (writes <run>/prompting.json)")
     g.add_argument("--few-shot", metavar="JSONL", help="examples, one per line: input/output or instruction/input/output")
     g.add_argument("--self-consistency", metavar="N", type=int, help="sample N answers per query and take the majority")
@@ -78,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         extra.append("sample.stop=" + "|".join(s.replace("\n", "\\n") for s in args.stop))
     if args.no_cache:
         extra.append("sample.use_cache=false")
+    if args.compile:
+        extra.append("sample.compile=true")
+    if args.dtype:
+        extra.append(f"sample.dtype={args.dtype}")
     cfg = resolve_config(args, paths.root, extra)
     prompts = list(args.prompt or []) or (read_prompts(args.prompts) if args.prompts else None)
     if args.chat:

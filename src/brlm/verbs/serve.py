@@ -4,6 +4,7 @@ page at `/`. MODEL is a brlm run folder or a Hugging Face folder; `--adapter` me
     brlm serve runs/sft                                   # http://127.0.0.1:8000/ (page), /v1/... (API)
     brlm serve runs/sft --api-key segredo --max-batch 8   # or BRLM_API_KEY=segredo brlm serve runs/sft
     brlm serve pasta-hf --adapter runs/sft/adapter --quantize int8 --port 8080
+    brlm serve runs/sft --compile --dtype auto            # compiled decode step, bf16 weights where native
 
 Needs the `serve` extra (pip install 'brlm[serve]'). Binds 127.0.0.1 unless --host says otherwise;
 with a key, every route but /health and the page needs `Authorization: Bearer KEY`. SIGTERM or
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=8, help="sequences decoded together (default: 8)")
     p.add_argument("--max-queue", type=int, default=64, help="sequences waiting for a row before 429 (default: 64)")
     p.add_argument("--max-tokens", type=int, default=1024, help="server limit on max_tokens (default: 1024)")
+    p.add_argument("--compile", action="store_true", help="capture the decode step with torch.compile (compiles at start)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="decode weights (default: fp32; auto: bf16 where the CPU has native bf16)")
     p.add_argument("--graceful-timeout", type=float, default=60.0,
                    help="seconds SIGTERM waits for requests in flight (default: 60)")
     args = p.parse_args(argv)
@@ -54,8 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     lm = load_model(args.model, args.checkpoint, device, adapter=args.adapter, quantize=args.quantize)
     key = args.api_key or os.environ.get("BRLM_API_KEY") or None
     name = args.name or Path(args.model).resolve().name
+    from brlm.infer.engine import Engine
+
+    engine = Engine(lm.model, max_batch=args.max_batch, device=device, compile=args.compile, dtype=args.dtype)
+    if args.compile:
+        info("serve: compiling the decode step (once, before the first request)")
+        engine.warm_up()
     app = create_app(lm, name=name, max_batch=args.max_batch, max_queue=args.max_queue, api_key=key,
-                     max_tokens_limit=args.max_tokens, device=device)
+                     max_tokens_limit=args.max_tokens, device=device, engine=engine)
     info(f"serve: {name} em http://{args.host}:{args.port}/ (API em /v1; max_batch={args.max_batch}, "
          f"max_queue={args.max_queue}{', com chave' if key else ''})")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
