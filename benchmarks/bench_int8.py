@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchlib import check_load, tag, write_table
 
 from brlm.config import ModelConfig, resolve
 from brlm.config.pretrain import RunConfig
@@ -63,7 +64,10 @@ def main() -> None:
     ap.add_argument("--max-windows", type=int, default=0, help="eval.max_windows (0 = the run's setting)")
     ap.add_argument("--random-llama", metavar="LAYERS,EMBD", help="also time a random llama of this size (speed only)")
     ap.add_argument("--vocab", type=int, default=8000, help="vocabulary of the random llama")
+    ap.add_argument("--force", action="store_true", help="measure even on a busy machine (load > 0.5 per core)")
+    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md (this machine kind's)")
     args = ap.parse_args()
+    load = check_load(args.force)
     if args.threads:
         torch.set_num_threads(args.threads)
     run = Path(args.run)
@@ -92,17 +96,26 @@ def main() -> None:
         rows.append((label, "fp32", r["fp32"], linear_weight_bytes(big) / 2**20, None, None, None))
         rows.append((label, "int8", r["int8"], linear_weight_bytes(big8) / 2**20, None, None, None))
 
-    print("\n| model | weights | decode tokens/s | linear weights (MiB) | bits/byte | loss | eval tokens/s |")
-    print("|---|---|---|---|---|---|---|")
     def fmt(v, spec):
         return format(v, spec) if v is not None else "—"
 
+    lines = ["| model | weights | decode tokens/s | linear weights (MiB) | bits/byte | loss | eval tokens/s |",
+             "|---|---|---|---|---|---|---|"]
     for label, name, rate, mib, bpb, loss, ev_rate in rows:
-        print(f"| {label} | {name} | {rate:,.0f} | {mib:.2f} | {fmt(bpb, '.4f')} | {fmt(loss, '.4f')} | {fmt(ev_rate, ',.0f')} |")
+        lines.append(f"| {label} | {name} | {rate:,.0f} | {mib:.2f} | {fmt(bpb, '.4f')} | {fmt(loss, '.4f')} | {fmt(ev_rate, ',.0f')} |")
     f, q = evals["fp32"], evals["int8"]
-    print(f"\nint8 vs fp32: decode x{rates['int8'] / rates['fp32']:.2f}, bits/byte {q['bits_per_byte'] - f['bits_per_byte']:+.4f} "
-          f"({100 * (q['bits_per_byte'] / f['bits_per_byte'] - 1):+.2f} %) on {f['windows']} windows "
-          f"(same windows: {f['windows_sha256'] == q['windows_sha256']})")
+    lines.append(f"\nint8 vs fp32 on {run.name}: decode x{rates['int8'] / rates['fp32']:.2f}, bits/byte "
+                 f"{q['bits_per_byte'] - f['bits_per_byte']:+.4f} ({100 * (q['bits_per_byte'] / f['bits_per_byte'] - 1):+.2f} %) "
+                 f"on {f['windows']} windows (same windows: {f['windows_sha256'] == q['windows_sha256']})")
+    if args.random_llama:
+        lines.append(f"int8 vs fp32 on the {label}: decode x{r['int8'] / r['fp32']:.2f}")
+    lines.append(f"\n{torch.get_num_threads()} threads, quantized engine {torch.backends.quantized.engine}, "
+                 f"{args.new_tokens} new tokens, batch 1, greedy, best of {args.repeats} interleaved rounds; load average "
+                 f"{load:.2f} at start. {tag()}")
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.write:
+        write_table("int8 against fp32 on CPU (bench_int8.py, issue 14)", "decode and bits per byte", table)
 
 
 if __name__ == "__main__":

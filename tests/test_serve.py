@@ -389,3 +389,35 @@ def test_the_extrinsic_judge_talks_to_brlm_s_own_server(tmp_path):
         counts: Counter = Counter()
         assert client.score(judge_prompt(row, "Qual é a capital do Brasil?", ""), counts) is None
     assert counts == Counter({"invalid_json": 2})  # both attempts answered; neither was the JSON asked for
+
+
+@pytest.fixture(scope="module")
+def free_server(tmp_path_factory):
+    """A llama that may end its answers (eos allowed): for restricted answers, which end with eos."""
+    root = tmp_path_factory.mktemp("serve-free")
+    tok = train_tokenizer_dir(root / "tok", symbols=ROLE_SYMBOLS)
+    run = make_run(root, tok, dataclasses.replace(LLAMA, block_size=256), noise=0.3)
+    with LiveServer(create_app(load_model(run), name="free", max_batch=4, max_queue=16)) as s:
+        yield s
+
+
+def test_prompting_route_restricts_samples_and_votes(free_server):
+    examples = [{"input": "A água ferve a 100 graus?", "output": "sim"}, {"input": "O sol é frio?", "output": "não"}]
+    body = {"query": "O céu é azul?", "examples": examples, "options": ["sim", "não"], "n": 5, "seed": 3,
+            "temperature": 1.0}
+    r = httpx.post(free_server.url + "/v1/brlm/prompting", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["prompt"].startswith("Responda apenas com uma destas opções: sim, não.")
+    assert out["prompt"].endswith("Entrada: O céu é azul?\nResposta:")
+    assert [s["seed"] for s in out["samples"]] == [3, 4, 5, 6, 7]
+    assert all(s["answer"] in ("sim", "não") for s in out["samples"])  # decoding itself is restricted
+    assert out["answer"] in ("sim", "não") and out["n"] == 5 and sum(out["votes"].values()) == 5
+    assert out["agreement"] == max(out["votes"].values()) / 5
+    again = httpx.post(free_server.url + "/v1/brlm/prompting", json=body, timeout=60).json()
+    assert again["samples"] == out["samples"]  # seeded
+    free = httpx.post(free_server.url + "/v1/brlm/prompting", json={"query": "O céu é azul?", "examples": examples,
+                                                                    "n": 2, "max_tokens": 8}, timeout=60).json()
+    assert free["options"] is None and len(free["samples"]) == 2 and free["usage"]["completion_tokens"] <= 16
+    bad = httpx.post(free_server.url + "/v1/brlm/prompting", json={"query": "x", "options": ["sim"]}, timeout=60)
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "options"

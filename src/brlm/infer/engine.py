@@ -111,6 +111,8 @@ def _compiled(backend: str = "inductor") -> Callable | None:
     and rnn steps are one graph; moe's expert routing (`nonzero`) splits it, the pieces between
     run eagerly."""
     if backend not in _compiled_steps and not _compile_failed:
+        # Four span buckets (Engine._span) per batch size and model: more graphs than the default 8.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         try:
             _compiled_steps[backend] = torch.compile(_decode_step, backend=backend, dynamic=False)
         except Exception as e:  # noqa: BLE001 - any failure means: decode eagerly
@@ -252,10 +254,8 @@ class Engine:
             for b in live:
                 if self.capacity is not None and self.seqs[b].length >= self.capacity:
                     self._reprefill(b)
-            if not self.compile and hasattr(self.cache, "span"):
-                # Eager: attend over the slots some live row uses, in steps of 64 (compiled: all).
-                need = max(self.seqs[b].length for b in live) + 1
-                self.cache.span = min(-(-need // 64) * 64, self.capacity)
+            if hasattr(self.cache, "span"):
+                self.cache.span = self._span(max(self.seqs[b].length for b in live) + 1)
             logits = self._forward()  # (B, V)
             for b in live:
                 self.seqs[b].length += 1
@@ -292,10 +292,18 @@ class Engine:
                 _give_up_compile(e)
                 self.compile = None
                 if hasattr(self.cache, "span"):
-                    self.cache.span = min(-(-(int(self.cache.lengths.max()) + 1) // 64) * 64, self.capacity)
+                    self.cache.span = self._span(int(self.cache.lengths.max()) + 1)
                 if saved is not None:
                     self.cache.lengths.copy_(saved)
         return _decode_step(self.model, self.tokens, self.cache)
+
+    def _span(self, need: int) -> int:
+        """Cache slots attention reads: the `need` some live row uses, rounded up to a bucket, so
+        a step reads no more of the cache than it must (at batch 8 the cache is as many bytes as
+        the weights). Eager: buckets of 64. Compiled: quarters of the cache, so at most four
+        shapes, each captured once (the recompile limit is raised to allow them)."""
+        bucket = 64 if not self.compile else max(64, -(-self.capacity // 4))
+        return min(-(-need // bucket) * bucket, self.capacity)
 
     def _reprefill(self, b: int) -> None:
         """Row b's context is full: start over from its most recent half window (module docstring)."""

@@ -81,9 +81,10 @@ class KVCache:
 
 class RowKVCache:
     """KV storage where each row b holds `lengths[b]` positions (a (B,) int64 tensor), so one
-    decode step serves rows of different lengths. Attention always spans all max_len slots, with a
-    per-row mask (key j visible to a query at position p iff j <= p): the shapes never change, so
-    a compiled step is captured once. `advance(T)` moves each row by T * advance_by[b] (the
+    decode step serves rows of different lengths. Attention spans the first `span` slots (all
+    max_len when None), with a per-row mask (key j visible to a query at position p iff j <= p):
+    the shapes change only with the span, which the engine rounds to a few buckets, so a compiled
+    step is captured a few times at most. `advance(T)` moves each row by T * advance_by[b] (the
     engine sets 0 for free rows, so they never grow)."""
 
     def __init__(self, k: list[torch.Tensor], v: list[torch.Tensor]):
@@ -93,8 +94,8 @@ class RowKVCache:
         self.advance_by = torch.ones(B, dtype=torch.long, device=k[0].device)
         self.key_pos = torch.arange(self.max_len, device=k[0].device)  # (max_len,)
         self.row_idx = torch.arange(B, device=k[0].device)[:, None]  # (B, 1)
-        # Keys attended: all max_len (fixed shape, for a compiled step) or, when the engine decodes
-        # eagerly, the first `span` slots that cover every live row (less work early in a sequence).
+        # Keys attended: the first `span` slots, which the engine sets to cover every live row
+        # (less to read early in a sequence); None: all max_len.
         self.span: int | None = None
         self._pos = self._mask = None
 

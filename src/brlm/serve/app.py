@@ -9,7 +9,9 @@
     client.chat.completions.create(model="sft", messages=[{"role": "user", "content": "Olá!"}], stream=True)
 
 Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (`stream: true` as
-server-sent events ending in `data: [DONE]`), GET /health (no key needed), GET / (the page).
+server-sent events ending in `data: [DONE]`), GET /health (no key needed), GET / (the page), and
+brlm's prompting helpers, POST /v1/brlm/prompting (`query`, few-shot `examples`, `options` that
+restrict the decoding, `n` samples voted on: answer, votes, agreement, every sample).
 
 Every request becomes n sequences of brlm.infer.scheduler: one scheduler thread decodes all of
 them in shared steps (continuous batching); this module only turns tokens into text (the chat
@@ -42,6 +44,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from brlm.infer.chat import TextStream, chat_prompt_ids
 from brlm.infer.engine import Engine
+from brlm.infer.prompting import (
+    ANSWER_STOPS,
+    Example,
+    build_prompt,
+    extract_answer,
+    extract_option,
+    majority_vote,
+    option_constraint,
+)
 from brlm.infer.sampling import make_sampler
 from brlm.infer.scheduler import Event, QueueFull, Scheduler, SchedulerClosed, Sequence
 from brlm.tokenizers.hf import ROLE_MARKERS
@@ -103,6 +114,27 @@ class CompletionRequest(_Options):
         if not v:
             raise ValueError("empty prompt")
         return v
+
+
+class ExampleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: str = ""
+    output: str
+    instruction: str = ""
+
+
+class PromptingRequest(_Options):
+    """brlm's prompting helpers over HTTP (brlm.infer.prompting): a few-shot prompt from `examples`,
+    restricted to `options` when given (the decoding itself is restricted), sampled `n` times
+    (seeds seed, seed+1, …) and the answers voted on."""
+
+    query: str = Field(min_length=1)
+    examples: list[ExampleIn] = Field(default_factory=list, max_length=64)
+    instruction: str = ""
+    options: list[str] | None = Field(None, min_length=2, max_length=32)
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    n: int = Field(1, ge=1, le=16)
+    max_tokens: int | None = Field(16, ge=1)
 
 
 class Message(BaseModel):
@@ -183,6 +215,10 @@ def create_app(lm: Any, name: str = "brlm", max_batch: int = 8, max_queue: int =
         top = (body.top_logprobs or 0) if body.logprobs else None
         return await server.respond(body, ids, stops, chat=True, logprobs=top, request=request)
 
+    @app.post("/v1/brlm/prompting")
+    async def prompting(body: PromptingRequest, request: Request):
+        return await server.prompting(body, request)
+
     return app
 
 
@@ -261,7 +297,10 @@ class _Server:
         return self._samplers[key]
 
     async def respond(self, body: _Options, ids: list[int], stops: list[str], chat: bool, logprobs: int | None,
-                      request: Request | None = None):
+                      request: Request | None = None, samplers: list[Any] | None = None, whole: bool = False):
+        """The answer to one request: its n sequences decoded by the scheduler, returned whole or
+        streamed. `samplers`: one per choice instead of the request's shared one (restricted
+        decoding); `whole`: the collected choices, never a stream (for routes that post-process)."""
         ids, max_new = self.budget(ids, body, chat)
         if self._mailbox is None or self._mailbox.loop is not asyncio.get_running_loop():
             self._mailbox = _Mailbox(asyncio.get_running_loop())
@@ -271,7 +310,8 @@ class _Server:
         for i in range(body.n):
             gen = torch.Generator().manual_seed(body.seed + i) if body.seed is not None else None
             eos = None if body.ignore_eos else self.eos_id
-            seqs.append(Sequence(ids, max_new, self.sampler(body), gen, eos, logprobs=logprobs,
+            sampler = samplers[i] if samplers else self.sampler(body)
+            seqs.append(Sequence(ids, max_new, sampler, gen, eos, logprobs=logprobs,
                                  on_event=lambda ev, i=i: post(queue, (i, ev))))
         try:
             self.scheduler.submit(seqs)
@@ -280,7 +320,7 @@ class _Server:
         except SchedulerClosed as e:
             raise ApiError(503, str(e), "server_error") from None
         run = _Run(self, seqs, ids, stops, chat, logprobs, body.stream)
-        if body.stream:
+        if body.stream and not whole:
             return StreamingResponse(run.sse(queue), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         if request is None:
@@ -297,6 +337,35 @@ class _Server:
         with contextlib.suppress(asyncio.CancelledError):
             await answer
         return JSONResponse({}, status_code=499)  # nobody reads it
+
+
+    async def prompting(self, body: PromptingRequest, request: Request) -> dict[str, Any]:
+        examples = [Example(e.input, e.output, e.instruction) for e in body.examples]
+        options = [o.strip() for o in body.options or [] if o.strip()] or None
+        if body.options is not None and (options is None or len(set(options)) < 2):
+            raise ApiError(422, "options: expected at least two distinct non-empty options", param="options")
+        prompt = build_prompt(examples, body.query, body.instruction, options)
+        tok = self.lm.tokenizer
+        base = make_sampler(body.temperature, 0, body.top_p, 1.0)
+        # Restricted: each choice its own constrained sampler (it keeps state), ended by eos once an
+        # option is complete; free: the answer ends at a blank line or a new "Entrada:" block.
+        samplers = [option_constraint(base, tok, options)[0] for _ in range(body.n)] if options else None
+        stops = [] if options else ANSWER_STOPS + body.stops()
+        if options and self.eos_id is None:
+            raise ApiError(400, "restricted answers need a tokenizer with an end-of-sequence token", param="options")
+        answer = await self.respond(body, tok.encode(prompt), stops, chat=False, logprobs=None, request=request,
+                                    samplers=samplers, whole=True)
+        if not isinstance(answer, dict):  # the client left
+            return answer
+        seed0 = body.seed
+        samples = []
+        for i, choice in enumerate(answer["choices"]):
+            text = choice["text"]
+            samples.append({"seed": None if seed0 is None else seed0 + i, "completion": text,
+                            "answer": extract_option(text, options) if options else extract_answer(text)})
+        vote = majority_vote([r["answer"] for r in samples])
+        return {"object": "brlm.prompting", "model": self.name, "query": body.query, "prompt": prompt,
+                "options": options, **vote, "samples": samples, "usage": answer["usage"]}
 
 
 async def _disconnected(request: Request) -> None:
