@@ -144,4 +144,73 @@ def test_fused_head_memory_counts_the_head_gradient_only_when_trained():
     assert m.fused_loss and not resolve_model("llama-3.1-8b").fused_loss
     full = estimate_memory(m, method="full", dtype="fp32").terms["activations"]
     lora = estimate_memory(m, method="lora", dtype="fp32").terms["activations"]
-    assert full - lora == 4 * m.vocab_size * m.cfg.n_embd  # the frozen head has no fp32 weight gradient
+    from brlm.compute.memory import lora_activation_per_token
+
+    adapters = lora_activation_per_token(m.cfg, 8, "qv", 0.0)[0] * m.cfg.n_layer * m.cfg.block_size * 4  # A outputs
+    assert full - (lora - adapters) == 4 * m.vocab_size * m.cfg.n_embd  # the frozen head has no fp32 weight gradient
+
+
+def _tiny_hf_llama(folder, vocab=320):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("method,dropout", [("lora", 0.0), ("lora", 0.1), ("qlora", 0.0)])
+def test_posttrain_estimate_matches_what_a_peft_llama_saves(tmp_path, method, dropout):
+    """The post-training estimate (brlm.posttrain.fit -> estimate_memory) against a tiny Hugging Face
+    Llama built as brlm trains it: parameter bytes as stored (QLoRA: NF4 + constants, the rest fp32)
+    and the tensors autograd saves in one forward (LoRA A outputs, dropped inputs and masks included)."""
+    pytest.importorskip("transformers", reason="post-training needs transformers")
+    pytest.importorskip("peft", reason="LoRA needs peft")
+    if method == "qlora":
+        pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes")
+    import torch
+
+    from brlm.config.base import resolve
+    from brlm.config.posttrain import PosttrainConfig
+    from brlm.models.loss import default_chunk_rows
+    from brlm.posttrain.fit import estimate, model_spec
+    from brlm.posttrain.loss import CausalLMLoss
+    from brlm.posttrain.model import build_model
+
+    folder = _tiny_hf_llama(tmp_path / "base")
+    B, T, V = 2, 64, 320
+    cfg = resolve(PosttrainConfig, overrides=[f"finetune.base={folder}", f"finetune.method={method}", f"finetune.seq_len={T}",
+                                              "train.gradient_checkpointing=false", "train.device=cpu", "lora.r=8",
+                                              f"lora.dropout={dropout}", f"train.batch_size={B}"])
+    torch.manual_seed(0)
+    model = build_model(folder, cfg, torch.device("cpu"))
+    est = estimate(model_spec(folder, T, True), cfg, torch.device("cpu"))
+
+    stored, trainable = 0, 0
+    fixed = set()
+    for p in model.parameters():
+        fixed.add(p.untyped_storage().data_ptr())
+        stored += p.untyped_storage().nbytes() * (not p.requires_grad)
+        trainable += p.numel() * p.requires_grad
+        qs = getattr(p, "quant_state", None)
+        for t in (getattr(qs, "absmax", None), getattr(getattr(qs, "state2", None), "absmax", None)):
+            if isinstance(t, torch.Tensor):
+                stored += t.untyped_storage().nbytes()
+    assert est.trainable_params == trainable
+    assert est.terms["weights"] + est.terms["quant_constants"] == pytest.approx(stored, rel=0.02)
+
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in fixed:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    ids = torch.randint(0, V, (B, T))
+    pos = torch.arange(T).expand(B, -1)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        CausalLMLoss(model, True)(ids, ids, pos)
+    chunk = 4 * default_chunk_rows(V) * V  # the fused loss's chunk of logits is transient, not saved
+    assert est.terms["activations"] - chunk == pytest.approx(sum(seen.values()), rel=0.10)
+    assert est.terms["allocator"] == pytest.approx(0.5 * est.terms["activations"])

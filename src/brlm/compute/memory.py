@@ -9,11 +9,15 @@ Units: bytes, reported in decimal GB (1 GB = 10⁹ bytes), as the seeds write th
 Terms (each can be left out with `terms=`; `SEEDS_TERMS` are the ones the seeds counted):
 
 * `weights`      N × bytes(dtype); QLoRA: the quantised linear weights at 4 bits (NF4, 0.5 B/param),
-                 embeddings / head / norms in bf16 (seeds: all N at 0.5 B).
+                 embeddings / head / norms in fp32, as PEFT's prepare_model_for_kbit_training (which
+                 brlm's QLoRA path runs) upcasts every non-quantised parameter (seeds: all N at 0.5 B).
 * `quant_constants` NF4 keeps one fp32 absmax per block of 64 weights (0.5 bit/param); double
                  quantisation stores those as 8-bit with one fp32 constant per 256 blocks
                  (8/64 + 32/(64·256) = 0.127 bit/param) — Dettmers et al. 2023, §3.
-* `adapters`     LoRA parameters r·(d_in + d_out) per target matrix (Hu et al. 2021), in fp32.
+* `adapters`     LoRA parameters r·(d_in + d_out) per target matrix (Hu et al. 2021), in fp32. Their
+                 activations: each target saves its A output (r per token) for B's gradient; with
+                 LoRA dropout also the dropped copy of its input (d_in, in the compute dtype) and
+                 the dropout mask (d_in bytes).
 * `grads`        one per trainable parameter, in the dtype of that parameter.
 * `optimizer`    per trainable parameter: AdamW 8 B (two fp32 moments), 8-bit Adam 2 B, SGD 0 B,
                  SGD with momentum 4 B.
@@ -28,6 +32,17 @@ Terms (each can be left out with `terms=`; `SEEDS_TERMS` are the ones the seeds 
                  adds it (1 T×T tensor per head, 3 with dropout); "auto" picks math for training with
                  dropout on CPU, where PyTorch's fused kernel has no dropout, and flash otherwise. Gradient checkpointing keeps only each layer's input and recomputes one
                  layer at a time.
+* `load_pages`   CPU QLoRA only: the checkpoint's pages of the quantised layers, read once to quantise
+                 them. safetensors maps the checkpoint; when the kept (fp32) parameters are views of that
+                 map (checkpoint dtype = compute dtype) the map lives on and so do the pages read, in the
+                 process's RSS (clean file pages the kernel may drop under pressure, but counted).
+* `allocator`    CPU only: glibc's malloc keeps freed heap memory in the process (its mmap threshold
+                 rises to 32 MiB after the first large frees, so every smaller tensor comes from the
+                 heap, whose holes are not returned). Budgeted as ALLOCATOR_SHARE (50 %) of the
+                 activations held in tensors under 32 MiB (the full-logits buffers of an HF loss are
+                 above it at real vocabularies and go back to the OS on free). Measured: 26–104 % of
+                 those activations (bench_memory.py and bench_posttrain.py, several sizes); with
+                 MALLOC_MMAP_THRESHOLD_=131072 the peak RSS tracks the other terms alone.
 * `kv_cache`     generation only: 2 · n_layer · n_kv_head · head_dim · T · batch × bytes(dtype).
 * `runtime`      CUDA context, cuBLAS workspace and allocator slack: assumed 0.5 GB on a GPU
                  (0 on CPU, where the Python + torch process is measured separately).
@@ -54,9 +69,14 @@ GB = 1e9
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 OPTIMIZER_BYTES = {"adamw": 8, "adam8bit": 2, "sgd": 0, "sgd-momentum": 4, "none": 0}
 METHODS = ("full", "lora", "qlora", "inference")
-ALL_TERMS = ("weights", "quant_constants", "adapters", "grads", "optimizer", "activations", "kv_cache", "runtime")
+ALL_TERMS = ("weights", "quant_constants", "load_pages", "adapters", "grads", "optimizer", "activations", "kv_cache",
+             "runtime", "allocator")
 SEEDS_TERMS = ("weights", "adapters", "grads", "optimizer")
 CUDA_RUNTIME_GB = 0.5
+# glibc: the dynamic mmap threshold tops out at 32 MiB (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit); smaller
+# blocks come from the heap, which keeps freed memory. Share of those activations budgeted for it (CPU).
+GLIBC_MMAP_MAX = 32 * 2**20
+ALLOCATOR_SHARE = 0.5
 NF4_BYTES = 0.5
 NF4_CONST_BYTES = {False: 32 / 64 / 8, True: (8 / 64 + 32 / (64 * 256)) / 8}  # per quantised param
 
@@ -86,6 +106,7 @@ class ModelSpec:
     vocab_size: int = 0
     micro_batch: int = 1  # a preset's train.batch_size
     fused_loss: bool = False  # brlm's chunked head + loss (no (B, T, V) logits); False: HF-style loss
+    checkpoint_dtype: str = ""  # the weights' dtype on disk (config.json), when known: fp32 / bf16 / fp16
 
 
 def parse_size(text: str) -> int:
@@ -161,6 +182,19 @@ def lora_trainable_params(cfg: ModelConfig, rank: int, targets: str = "qv") -> i
     return cfg.n_layer * total
 
 
+def lora_activation_per_token(cfg: ModelConfig, rank: int, targets: str, dropout: float) -> tuple[float, float]:
+    """(saved elements, mask bytes) per token per layer that LoRA adds: each target's A output (r),
+    and with dropout the dropped input (d_in) and its mask (d_in bytes)."""
+    shapes = lora_target_shapes(cfg)
+    elements = masks = 0.0
+    for t in parse_targets(targets):
+        if t in shapes:
+            d_in, _, n = shapes[t]
+            elements += n * (rank + (d_in if dropout > 0 else 0))
+            masks += n * d_in if dropout > 0 else 0
+    return elements, masks
+
+
 # ---------------------------------------------------------------------------------------------
 # Activations
 
@@ -224,6 +258,7 @@ def estimate_memory(
     optimizer: str = "adamw",
     lora_rank: int = 8,
     lora_targets: str = "qv",
+    lora_dropout: float = 0.0,
     lora_params_override: int | None = None,
     double_quant: bool = True,
     seq_len: int | None = None,
@@ -273,11 +308,16 @@ def estimate_memory(
             kept = p["embedding"] + (0 if cfg.tie_embeddings else model.vocab_size * cfg.n_embd)
             kept += cfg.n_layer * 2 * cfg.n_embd + cfg.n_embd
             quantised = N - kept
-            notes.append("QLoRA: linear layers of the blocks in NF4; embeddings, LM head and norms in bf16")
+            notes.append("QLoRA: linear layers of the blocks in NF4; embeddings, LM head and norms in fp32 "
+                         "(PEFT's k-bit preparation upcasts them)")
         else:
             quantised, kept = N, 0
             notes.append("QLoRA without an architecture: all parameters at 4 bits (the seeds' arithmetic)")
-        out["weights"] = quantised * NF4_BYTES + kept * 2
+        out["weights"] = quantised * NF4_BYTES + kept * 4
+        if device == "cpu" and kept and model.checkpoint_dtype == dtype:
+            out["load_pages"] = quantised * DTYPE_BYTES[model.checkpoint_dtype]
+            notes.append(f"CPU: the checkpoint's {model.checkpoint_dtype} pages of the quantised layers stay mapped "
+                         "(the kept parameters are views of the checkpoint's memory map)")
         out["quant_constants"] = quantised * NF4_CONST_BYTES[double_quant]
     else:
         out["weights"] = N * bpp
@@ -293,13 +333,27 @@ def estimate_memory(
     if cfg is not None and method != "inference":
         a = activation_elements_per_token(cfg, model.vocab_size, T, attention_impl, model.fused_loss,
                                           head_trainable=method == "full")
+        layer, mask_bytes = a["layer"], a["mask_bytes"]
+        if method in ("lora", "qlora") and lora_params_override is None:
+            extra, extra_masks = lora_activation_per_token(cfg, lora_rank, lora_targets, lora_dropout)
+            layer += extra
+            mask_bytes += cfg.n_layer * extra_masks if not checkpointing else extra_masks
+            notes.append(f"LoRA activations: A outputs{' + dropped inputs and masks' if lora_dropout > 0 else ''}")
         tokens = micro_batch * T
         if checkpointing:
-            layers = cfg.n_layer * cfg.n_embd + a["layer"]  # each layer's input + one layer recomputed
+            layers = cfg.n_layer * cfg.n_embd + layer  # each layer's input + one layer recomputed
             notes.append("gradient checkpointing: each layer's input kept, one layer recomputed at a time")
         else:
-            layers = a["layers"]
-        out["activations"] = tokens * (layers * act_bytes + a["head"] * 4 + a["mask_bytes"]) + a["head_fixed_bytes"]
+            layers = cfg.n_layer * layer
+        out["activations"] = tokens * (layers * act_bytes + a["head"] * 4 + mask_bytes) + a["head_fixed_bytes"]
+        if device == "cpu":
+            # The heap holds every activation tensor under glibc's 32 MiB mmap ceiling; the full logits of an
+            # HF loss (one (B·T, V) fp32 tensor each) go above it at real vocabularies and back to the OS.
+            logits = 0.0 if model.fused_loss else 3.0 * model.vocab_size * 4 * tokens
+            heap = out["activations"] - (logits if logits / 3 >= GLIBC_MMAP_MAX else 0.0)
+            out["allocator"] = ALLOCATOR_SHARE * heap
+            notes.append(f"CPU: glibc allocator allowance {ALLOCATOR_SHARE:.0%} of the activations held on its heap "
+                         "(none with MALLOC_MMAP_THRESHOLD_=131072)")
         notes.append(f"activations for micro-batch {micro_batch} × {T} tokens, {attention_impl} attention, in {act_bytes} B/element; "
                      + ("chunked head + loss (no full logits)" if model.fused_loss else "logits in fp32"))
     elif method != "inference":
@@ -323,7 +377,7 @@ def estimate_memory(
     settings = dict(method=method, dtype=dtype, optimizer=optimizer, seq_len=T, micro_batch=micro_batch,
                     checkpointing=checkpointing, attention_impl=attention_impl, device=device)
     if method in ("lora", "qlora"):
-        settings.update(lora_rank=lora_rank, lora_targets=lora_targets)
+        settings.update(lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout)
     if method == "qlora":
         settings["double_quant"] = double_quant
     return MemoryEstimate(model.name, method, N, trainable, kept_terms, settings, notes)

@@ -5,7 +5,8 @@
 The base's config.json is mapped onto brlm's ModelConfig (Llama-style and GPT-2 models; others
 are counted by parameters only), so brlm.compute.memory counts weights (NF4 + constants for
 QLoRA), adapters, gradients, AdamW states and activations (with or without checkpointing, with
-brlm's fused loss or the full logits) exactly as `brlm estimate memory` prints them. The same
+brlm's fused loss or the full logits) exactly as `brlm estimate memory` prints them; on CPU also
+the checkpoint pages QLoRA keeps mapped and glibc's allocator allowance (brlm.compute.memory). The same
 mapping gives the FLOPs per token of the cost ledger (brlm.compute.flops).
 """
 
@@ -78,13 +79,18 @@ def _weights_params(folder: Path) -> int | None:
     return total
 
 
+HF_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
 def model_spec(folder: Path, seq_len: int, fused_loss: bool) -> mem.ModelSpec:
     hf = read_json(folder / "config.json")
     mapped = model_config_from_hf(hf, seq_len)
     name = str(folder)
     if mapped is not None:
         cfg, vocab = mapped
-        return mem.ModelSpec(name, param_counts(cfg, vocab)["total"], cfg, vocab, fused_loss=fused_loss)
+        stored = HF_DTYPES.get(str(hf.get("dtype") or hf.get("torch_dtype") or ""), "")
+        return mem.ModelSpec(name, param_counts(cfg, vocab)["total"], cfg, vocab, fused_loss=fused_loss,
+                             checkpoint_dtype=stored)
     n = _weights_params(folder)
     if n is None:
         raise BrlmError(f"{folder}: cannot count the model's parameters for the fit check; set train.fit_check=false")
@@ -122,7 +128,7 @@ def estimate(spec: mem.ModelSpec, cfg: PosttrainConfig, device: torch.device, **
     method = changes.pop("method", fc.method)
     dtype = "bf16" if fc.dtype in ("bf16", "fp16") or (fc.dtype == "auto" and device.type == "cuda") else "fp32"
     kw: dict[str, Any] = dict(method=method, dtype=dtype, optimizer="adamw", lora_rank=cfg.lora.r,
-                              lora_targets=estimate_targets(cfg.lora.target_modules), double_quant=cfg.quant.double_quant,
+                              lora_targets=estimate_targets(cfg.lora.target_modules), lora_dropout=cfg.lora.dropout, double_quant=cfg.quant.double_quant,
                               seq_len=fc.seq_len, micro_batch=tc.batch_size * (2 if fc.task == "dpo" else 1),
                               checkpointing=tc.gradient_checkpointing, device="cuda" if device.type == "cuda" else "cpu")
     if spec.cfg is None and method in ("lora", "qlora"):

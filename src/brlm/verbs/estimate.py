@@ -36,6 +36,7 @@ def _memory_args(p: argparse.ArgumentParser, model_required: bool = True) -> Non
     p.add_argument("--optimizer", default="adamw", choices=tuple(mem.OPTIMIZER_BYTES), help="optimizer states: adamw 8 B, adam8bit 2 B, sgd 0 B per trainable param")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r (default 8)")
     p.add_argument("--lora-targets", default="qv", help="LoRA targets: qv, attn, all or a list like q,k,v,o,gate,up,down")
+    p.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (> 0 saves each target's dropped input and mask)")
     p.add_argument("--lora-params", type=float, default=None, help="trainable LoRA parameters, instead of counting them from the architecture")
     p.add_argument("--no-double-quant", action="store_true", help="QLoRA without double quantisation of the NF4 constants")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's context, 2048 for a bare size)")
@@ -44,7 +45,7 @@ def _memory_args(p: argparse.ArgumentParser, model_required: bool = True) -> Non
     p.add_argument("--attention", default="auto", choices=("auto", "flash", "math"),
                    help="fused attention (no T×T matrix saved), math attention, or auto (math on CPU with dropout)")
     p.add_argument("--device", default=None, choices=("cuda", "cpu"),
-                   help="cuda adds the CUDA context (0.5 GB); cpu does not (default: cuda; for fits, cuda with --gpu, else cpu)")
+                   help="cuda adds the CUDA context (0.5 GB); cpu adds glibc's allocator allowance (default: cuda; for fits, cuda with --gpu, else cpu)")
     p.add_argument("--overhead-gb", type=float, default=0.0, help="a flat extra (the seeds add 8 GB to 70B QLoRA)")
     p.add_argument("--seeds-terms", action="store_true", help="count only what the seeds counted: weights, adapters, gradients, optimizer")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -55,7 +56,7 @@ def _estimate(args: argparse.Namespace, model: mem.ModelSpec, **changes: Any) ->
     dtype = args.dtype or ("fp32" if method == "full" else "bf16")
     kw = dict(
         method=method, dtype=dtype, optimizer=args.optimizer, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
-        lora_params_override=int(args.lora_params) if args.lora_params is not None else None,
+        lora_dropout=args.lora_dropout, lora_params_override=int(args.lora_params) if args.lora_params is not None else None,
         double_quant=not args.no_double_quant, seq_len=args.seq_len, micro_batch=args.micro_batch,
         checkpointing=args.checkpointing, attention_impl=args.attention, device=args.device,
         terms=mem.SEEDS_TERMS if args.seeds_terms else mem.ALL_TERMS, overhead_gb=args.overhead_gb,
