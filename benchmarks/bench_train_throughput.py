@@ -63,9 +63,9 @@ def model_cfg(arch: str) -> ModelConfig:
 @contextlib.contextmanager
 def unfused_loss():
     """Swap the fused head + loss for F.cross_entropy over the full logits (the ablation)."""
-    def full_logits_loss(hidden, weight, targets, bias=None):
+    def full_logits_loss(hidden, weight, targets, bias=None, label_smoothing=0.0):
         logits = F.linear(hidden, weight, bias)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), label_smoothing=label_smoothing)
 
     saved = brlm.models.gpt.linear_cross_entropy, brlm.models.llama.linear_cross_entropy
     brlm.models.gpt.linear_cross_entropy = brlm.models.llama.linear_cross_entropy = full_logits_loss

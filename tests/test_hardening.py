@@ -331,6 +331,11 @@ def test_epochs_and_byte_budget_set_the_steps():
     assert with_byte_budget(cfg, 4.0).train.max_steps == math.ceil(100000 / 1024)  # a subword: ~4
     with pytest.raises(ConfigError, match="train.epochs"):
         dataclasses.replace(cfg.train, epochs=1.0)
+    # The literal token budget, for whoever wants equal tokens rather than equal text.
+    cfg = load_config(preset="demo", scale="tiny", overrides=["train.budget_tokens=100000"])
+    assert with_byte_budget(cfg, 1.0).train.max_steps == with_byte_budget(cfg, 4.0).train.max_steps == math.ceil(100000 / 256)
+    with pytest.raises(ConfigError, match=r"train.budget_tokens.*0 when train.budget_bytes is set"):
+        dataclasses.replace(cfg.train, budget_bytes=5)
 
 
 def test_training_for_epochs(tmp_path):

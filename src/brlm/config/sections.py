@@ -224,6 +224,8 @@ class TrainConfig:
                                  "ceil(epochs x windows / (batch_size x grad_accum x processes)) (0 = use max_steps)")
     budget_bytes: int = setting(0, "training budget in bytes of text seen (steps x windows x block x the train shard's bytes per "
                                   "token); > 0 sets max_steps, the same budget for char and subword tokenizers (0 = off)")
+    budget_tokens: int = setting(0, "training budget in tokens seen (steps x windows x block); > 0 sets max_steps. Across "
+                                    "tokenizers prefer budget_bytes: equal tokens give a subword model several times the text of a char model (0 = off)")
     label_smoothing: float = setting(0.0, "label smoothing of the training cross-entropy (validation and eval stay unsmoothed)")
     stride: int = setting(64, "step between consecutive training windows, in tokens (1 = every position)")
     lr: float = setting(1e-3, "peak learning rate (AdamW)")
@@ -256,8 +258,10 @@ class TrainConfig:
             check(isinstance(value, int) and value >= 1, f"train.{key}", value, "an integer >= 1")
         check(self.epochs >= 0, "train.epochs", self.epochs, "a number >= 0 (0 = use train.max_steps)")
         check(self.budget_bytes >= 0, "train.budget_bytes", self.budget_bytes, "an integer >= 0 (0 = off)")
-        check(not (self.epochs > 0 and self.budget_bytes > 0), "train.epochs", self.epochs,
-              f"0 when train.budget_bytes={self.budget_bytes} is set (one budget at a time)")
+        check(self.budget_tokens >= 0, "train.budget_tokens", self.budget_tokens, "an integer >= 0 (0 = off)")
+        budgets = [k for k in ("epochs", "budget_bytes", "budget_tokens") if getattr(self, k) > 0]
+        check(len(budgets) <= 1, f"train.{budgets[-1] if budgets else 'epochs'}", getattr(self, budgets[-1]) if budgets else 0,
+              f"0 when train.{budgets[0] if budgets else ''} is set (one budget at a time)")
         check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "a number in [0, 1)")
         check(self.lr > 0, "train.lr", self.lr, "a number > 0")
         check(0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr, f"a number in [0, train.lr={self.lr}]")

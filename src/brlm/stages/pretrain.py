@@ -90,10 +90,12 @@ def stage_train(cfg: RunConfig, paths: RunPaths, record: RunRecord | None = None
     found = require_resumable(paths) if resume else None
     train_tokens = open_shard(paths.shards / "train.bin")
     bpt = bytes_per_token(tok, train_tokens)
-    if cfg.train.budget_bytes > 0:
+    if cfg.train.budget_bytes > 0 or cfg.train.budget_tokens > 0:
         cfg = with_byte_budget(cfg, bpt, rank_world()[1])
         if master:
-            info(f"train: budget {cfg.train.budget_bytes:,} bytes at {bpt:.3f} bytes/token = {cfg.train.max_steps:,} steps")
+            said = (f"{cfg.train.budget_bytes:,} bytes at {bpt:.3f} bytes/token" if cfg.train.budget_bytes
+                    else f"{cfg.train.budget_tokens:,} tokens")
+            info(f"train: budget {said} = {cfg.train.max_steps:,} steps")
     logger = open_metrics(paths.metrics, found[0] if found is not None else None, master, cfg.to_dict())
     try:
         summary = train(
@@ -137,13 +139,15 @@ def bytes_per_token(tok: Any, tokens: Any, chunk: int = 1 << 22) -> float:
 
 
 def with_byte_budget(cfg: RunConfig, bytes_per_tok: float, world: int = 1) -> RunConfig:
-    """cfg with train.max_steps set so that training sees train.budget_bytes bytes of text."""
+    """cfg with train.max_steps set so that training sees train.budget_bytes bytes of text (or
+    train.budget_tokens tokens)."""
     import dataclasses
     import math
 
     tc = cfg.train
     tokens_per_step = tc.batch_size * tc.grad_accum * world * cfg.model.block_size
-    steps = max(1, math.ceil(tc.budget_bytes / (bytes_per_tok * tokens_per_step)))
+    tokens = tc.budget_tokens if tc.budget_tokens > 0 else tc.budget_bytes / bytes_per_tok
+    steps = max(1, math.ceil(tokens / tokens_per_step))
     return dataclasses.replace(cfg, train=dataclasses.replace(tc, max_steps=steps))
 
 

@@ -104,6 +104,9 @@ def run_variants(preset: str, args: Any, parent: Path) -> str:
         note += (" Every rung saw the same bytes of training text (train.budget_bytes; steps = bytes / (bytes per token of "
                  "its train shard x tokens per step)), and each is scored on its own cleaned validation text "
                  "(v1-v3 and v6 lower-case it).")
+    elif all(c.train.budget_tokens > 0 for c in configs.values()):
+        note += (" Every rung saw the same number of training tokens (train.budget_tokens): a subword rung then saw "
+                 "several times the text of a char rung.")
     note += f"\n\nWall time of the whole comparison: {format_seconds(timer.elapsed())} ({timer.elapsed():.0f} s)."
     return comparison(parent, variants, title, note)
 
