@@ -97,19 +97,23 @@ def test_presets_and_bad_input():
 
 def _saved_bytes(model, x, y) -> int:
     """Bytes of the tensors autograd saves for backward (parameters excluded), by storage."""
+    return _saved_by(lambda: model(x, y), {p.untyped_storage().data_ptr() for p in model.parameters()})
+
+
+def _saved_by(forward, exclude: set[int]) -> int:
+    """Bytes of the tensors autograd saves while `forward()` runs, by storage, storages in `exclude` left out."""
     import torch
 
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
 
     def pack(t):
         ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
+        if ptr not in exclude:
             seen[ptr] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x, y)
+        forward()
     return sum(seen.values())
 
 
@@ -199,18 +203,9 @@ def test_posttrain_estimate_matches_what_a_peft_llama_saves(tmp_path, method, dr
     assert est.trainable_params == trainable
     assert est.terms["weights"] + est.terms["quant_constants"] == pytest.approx(stored, rel=0.02)
 
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in fixed:
-            seen[ptr] = t.untyped_storage().nbytes()
-        return t
-
     ids = torch.randint(0, V, (B, T))
     pos = torch.arange(T).expand(B, -1)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        CausalLMLoss(model, True)(ids, ids, pos)
+    saved = _saved_by(lambda: CausalLMLoss(model, True)(ids, ids, pos), fixed)
     chunk = 4 * default_chunk_rows(V) * V  # the fused loss's chunk of logits is transient, not saved
-    assert est.terms["activations"] - chunk == pytest.approx(sum(seen.values()), rel=0.10)
+    assert est.terms["activations"] - chunk == pytest.approx(saved, rel=0.10)
     assert est.terms["allocator"] == pytest.approx(0.5 * est.terms["activations"])
