@@ -86,7 +86,9 @@ def run_workflow(stages: list[Stage], cfg: Any, paths: RunPaths, command: str, w
             raise
     finally:
         lock.release()
-        compute_cleanup()
+        # No barrier: under torchrun the other ranks leave after training while rank 0 still
+        # evaluates, and waiting for it could outlast the process group's timeout.
+        compute_cleanup(synchronize=False)
     if not master:
         return False
     record.finish("completed")

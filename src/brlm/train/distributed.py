@@ -44,8 +44,17 @@ def compute_init(device_name: str = "auto") -> tuple[bool, int, int, int, torch.
     return True, rank, local_rank, world, device
 
 
-def compute_cleanup() -> None:
+def compute_cleanup(synchronize: bool = True) -> None:
+    """Leave the process group. `synchronize` (the normal end): wait for every rank first, so no
+    rank tears its connections down while another still uses them (gloo can then abort the other
+    process with "terminate called without an active exception"). After a failure, do not wait:
+    the other ranks may never arrive."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            try:
+                dist.barrier()
+            except Exception:  # noqa: BLE001 - a rank that failed already left; leave too
+                pass
         dist.destroy_process_group()
 
 

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     record = RunRecord(paths)
     command = "brlm train " + shlex.join(argv if argv is not None else sys.argv[1:])
     lock = RunLock(paths, command)
+    ended = False  # the normal end: every rank leaves the process group together
     try:
         if master:
             lock.acquire()
@@ -75,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                     if isinstance(e, TrainingInterrupted):
                         print(f"brlm train: {e}", file=sys.stderr)
                 raise
+        ended = True
     finally:
         lock.release()
-        compute_cleanup()
+        compute_cleanup(synchronize=ended)
     if master:
         # `brlm train` is one stage: the run's evaluation, samples and report are still to come.
         record.finish("trained")
