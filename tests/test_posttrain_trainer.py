@@ -143,6 +143,51 @@ def test_accumulation_and_two_processes_match_one_big_batch(base, tmp_path):
     assert proc.stderr.count("step      4/4 | loss") == 1  # only rank 0 prints
 
 
+def test_fsdp_two_processes_match_one_process_and_save_a_full_adapter(base, tmp_path):
+    """train.parallel=fsdp (FSDP2 over gloo): 2 processes x batch 4 give the losses of 1 process x
+    batch 8, and the adapter rank 0 writes holds full tensors that load."""
+    common = ["--base", str(base), "--scale", "tiny", *FAST, *LORA]
+    one = tmp_path / "one"
+    run_cli("finetune", "sft", "--run", str(one), *common, "--set", "train.batch_size=8", "--set", "train.grad_accum=1", check=True)
+    fsdp = tmp_path / "fsdp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "brlm",
+                           "finetune", "sft", "--run-dir", str(fsdp), *common, "--set", "train.parallel=fsdp",
+                           "--set", "train.batch_size=2", "--set", "train.grad_accum=2", "--set", "train.save_interval=2"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, c = _losses(one), _losses(fsdp)
+    print("1 process:", a, "| 2 processes FSDP:", c)
+    assert len(a) == 4 and c == pytest.approx(a, rel=1e-5)
+    assert json.loads((fsdp / "train.json").read_text())["processes"] == 2
+    x, y = (load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in (one, fsdp))
+    assert x.keys() == y.keys() and all(x[k].shape == y[k].shape for k in x)
+    assert max(float((x[k] - y[k]).abs().max()) for k in x) < 1e-4
+    ck = load_file(str(fsdp / "checkpoints" / "model_000004.safetensors"))  # resume checkpoints hold full tensors too
+    assert {n.replace(".default", "") for n in ck} == set(y) and all(ck[n].shape == y[n.replace(".default", "")].shape for n in ck)
+    from brlm.infer.load import load_model
+
+    lm = load_model(base, adapter=fsdp / "adapter")
+    assert lm.meta["adapter"].endswith("adapter")
+
+
+def test_fsdp_config_and_qlora_refusal():
+    from brlm.config.posttrain import PostTrainConfig
+    from brlm.errors import ConfigError
+    from brlm.posttrain.trainer import check_parallel
+
+    assert PostTrainConfig().parallel == "ddp"
+    with pytest.raises(ConfigError, match=r"train.parallel='zero3': expected 'ddp' or 'fsdp'"):
+        PostTrainConfig(parallel="zero3")
+    assert check_parallel("lora", "fsdp", 2, False) and check_parallel("full", "fsdp", 4, False)
+    assert not check_parallel("qlora", "fsdp", 1, False) and not check_parallel("qlora", "ddp", 2, False)
+    with pytest.raises(ConfigError, match="qlora") as e:
+        check_parallel("qlora", "fsdp", 2, False)
+    assert "\n" not in str(e.value) and "bitsandbytes" in str(e.value)
+    with pytest.raises(ConfigError, match="--resume"):
+        check_parallel("lora", "fsdp", 2, True)
+
+
 def test_dpo_runs_and_prefers_chosen(base, tmp_path):
     run = tmp_path / "dpo"
     run_cli("finetune", "dpo", "--base", str(base), "--scale", "tiny", "--run", str(run), *FAST, "--set", "train.max_steps=8",

@@ -285,12 +285,15 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 # Fingerprints, adapters, merge
 
 
-def save_trained(model: nn.Module, out: Path, tok: Any, meta: dict[str, Any]) -> None:
+def save_trained(model: nn.Module, out: Path, tok: Any, meta: dict[str, Any],
+                 state_dict: dict[str, Any] | None = None) -> None:
     """The adapter (PEFT's adapter_config.json + adapter_model.safetensors), or for full fine-tuning
-    the whole model with its tokenizer, plus brlm_adapter.json; written atomically as one folder."""
+    the whole model with its tokenizer, plus brlm_adapter.json; written atomically as one folder.
+    `state_dict`: the full (gathered) weights of an FSDP-sharded model."""
     with atomic_dir(out) as tmp:
         with quiet_transformers():
-            model.save_pretrained(str(tmp), safe_serialization=True)
+            extra = {} if state_dict is None else {"state_dict": state_dict}
+            model.save_pretrained(str(tmp), safe_serialization=True, **extra)
         if not hasattr(model, "peft_config"):
             tok.save_pretrained(str(tmp))
         write_json(tmp / ADAPTER_META, meta)

@@ -19,7 +19,9 @@
 * DPO: the reference is the same model with its adapter switched off (PEFT `disable_adapter`), so
   no second copy of the weights; for `method=full` a frozen copy is kept.
 * Under torchrun / `accelerate launch` (both set RANK / WORLD_SIZE) the loss module runs in DDP
-  over gloo (CPU) or NCCL; only rank 0 writes.
+  over gloo (CPU) or NCCL; only rank 0 writes. `train.parallel=fsdp` shards it with FSDP2 instead
+  (each decoder layer, then the loss module); weights are gathered to full tensors for rank 0 to
+  save. Not with QLoRA, and `--resume` is refused for now.
 
 Figures go to metrics.jsonl; the summary (train.json) is returned. Progress lines show tokens/s
 (real, non-padding tokens) and ETA.
@@ -43,7 +45,7 @@ from safetensors.torch import load_file, save_file
 
 from brlm.config.posttrain import PosttrainConfig
 from brlm.data.loader import ShuffledBatches
-from brlm.errors import BrlmError, DataError
+from brlm.errors import BrlmError, ConfigError, DataError
 from brlm.io.files import atomic_path, file_sha256, write_json
 from brlm.io.logging import MetricLogger, format_seconds, info
 from brlm.models.checkpoint import update_pointers
@@ -136,7 +138,7 @@ def reference_context(model: torch.nn.Module, ref_model: torch.nn.Module | None)
 @torch.no_grad()
 def evaluate_rows(loss_fn: CausalLMLoss, rows: Rows, pad: int, batch_size: int, device: torch.device, max_batches: int = 0,
                   ddp: bool = False, rank: int = 0, world: int = 1, ref: tuple[Any, Any] | None = None,
-                  beta: float = 0.1) -> dict[str, float]:
+                  beta: float = 0.1, lockstep: bool = False) -> dict[str, float]:
     """Mean target loss over the rows (shared across processes), or DPO loss / reward accuracy / margin."""
     was = loss_fn.model.training
     loss_fn.model.eval()
@@ -146,21 +148,26 @@ def evaluate_rows(loss_fn: CausalLMLoss, rows: Rows, pad: int, batch_size: int, 
         starts = [starts[i] for i in pick]
     totals = torch.zeros(4, dtype=torch.float64)
     try:
-        for s in starts[rank::world]:
+        mine = starts[rank::world]
+        # FSDP: every forward is a collective, so every rank runs as many (an extra one, discarded).
+        rounds = math.ceil(len(starts) / world) if lockstep else len(mine)
+        for j in range(rounds):
+            s = mine[j] if j < len(mine) else starts[0]
             b = rows.batch(range(s, min(s + batch_size, len(rows))), pad).to(device)
+            keep = 1.0 if j < len(mine) else 0.0
             if rows.dpo:
                 k = b.input_ids.size(0) // 2
-                logps = loss_fn.sequence_logps(b.input_ids, b.targets, b.position_ids).double()
+                logps = loss_fn(b.input_ids, b.targets, b.position_ids, "logps").double()
                 model, ref_model = ref
                 with reference_context(model, ref_model):
                     ref_fn = CausalLMLoss(ref_model, loss_fn.fused) if ref_model is not None else loss_fn
-                    ref_logps = ref_fn.sequence_logps(b.input_ids, b.targets, b.position_ids).double()
+                    ref_logps = ref_fn(b.input_ids, b.targets, b.position_ids, "logps").double()
                 losses, r = dpo_loss(logps[:k], logps[k:], ref_logps[:k], ref_logps[k:], beta)
                 margin = r["chosen_reward"] - r["rejected_reward"]
-                totals += torch.tensor([losses.sum().item(), k, (margin > 0).sum().item(), margin.sum().item()], dtype=torch.float64)
+                totals += keep * torch.tensor([losses.sum().item(), k, (margin > 0).sum().item(), margin.sum().item()], dtype=torch.float64)
             else:
                 total, n = loss_fn(b.input_ids, b.targets, b.position_ids)
-                totals += torch.tensor([float(total), float(n), 0.0, 0.0], dtype=torch.float64)
+                totals += keep * torch.tensor([float(total), float(n), 0.0, 0.0], dtype=torch.float64)
     finally:
         loss_fn.model.train(was)
     totals = _all_reduce(totals, ddp)
@@ -171,18 +178,63 @@ def evaluate_rows(loss_fn: CausalLMLoss, rows: Rows, pad: int, batch_size: int, 
     return {"loss": loss, "targets": int(totals[1])}
 
 
-def _trained_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _trained_tensors(model: torch.nn.Module, full: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    if full is not None:  # FSDP: the gathered full state dict
+        return {n: full[n].detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
     return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def check_parallel(method: str, parallel: str, world: int, resume: bool) -> bool:
+    """True when this run shards the model with FSDP2 (train.parallel=fsdp under several processes)."""
+    if parallel != "fsdp" or world <= 1:
+        return False
+    if method == "qlora":
+        raise ConfigError("train.parallel=fsdp does not support finetune.method=qlora (bitsandbytes' 4-bit weights need "
+                          "FSDP quant-storage settings brlm does not set); use method lora or full, or train.parallel=ddp")
+    if resume:
+        raise ConfigError("--resume is not supported yet with train.parallel=fsdp; restart the run or use train.parallel=ddp")
+    return True
+
+
+def shard_fsdp(model: torch.nn.Module, root: torch.nn.Module) -> int:
+    """FSDP2: fully_shard every decoder layer (the ModuleList named `layers`, under PEFT or not),
+    then the root (the loss module, so its forward gathers the embeddings and head). Returns the
+    number of layers sharded."""
+    from torch.distributed.fsdp import fully_shard
+
+    lists = [m for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and n.split(".")[-1] in ("layers", "h")]
+    if len(lists) != 1:
+        raise BrlmError(f"train.parallel=fsdp: found {len(lists)} decoder layer lists (a ModuleList named 'layers' or 'h') "
+                        "in this model, expected 1; use train.parallel=ddp")
+    for layer in lists[0]:
+        fully_shard(layer)
+    fully_shard(root)
+    return len(lists[0])
+
+
+def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict on CPU; a collective, every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    if not optimizer.state:  # before the first step: get_optimizer_state_dict would initialise the state with
+        return optimizer.state_dict()  # a zero-lr step, bumping Adam's step count (every rank takes this branch)
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def save_state(ckpt_dir: Path, step: int, model: torch.nn.Module, meta: dict[str, Any], tensors: dict[str, Any],
-               json_state: dict[str, Any]) -> None:
+               json_state: dict[str, Any], full: dict[str, torch.Tensor] | None = None) -> None:
     """model_{step}.safetensors (trained tensors), train_{step}.pt (optimizer, RNG), then the meta
     with their hashes (brlm.models.checkpoint verifies and prunes them)."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     weights = ckpt_dir / f"model_{step:06d}.safetensors"
     with atomic_path(weights) as tmp:
-        save_file(_trained_tensors(model), str(tmp))
+        save_file(_trained_tensors(model, full), str(tmp))
     state = ckpt_dir / f"train_{step:06d}.pt"
     with atomic_path(state) as tmp:
         torch.save(tensors, tmp)
@@ -208,6 +260,7 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
     fc, tc = cfg.finetune, cfg.train
     ddp, rank, _local, world, device = compute_init(tc.device)
     master = rank == 0
+    fsdp = check_parallel(fc.method, tc.parallel, world, resume)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -232,12 +285,14 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
     if dpo and fc.method == "full":
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     loss_fn = CausalLMLoss(model, fc.fused_loss)
+    if fsdp:  # before the optimizer: fully_shard replaces the parameters with sharded DTensor ones
+        shard_fsdp(model, loss_fn)
     if ddp and rank > 0:
         torch.manual_seed(tc.seed + rank)  # own dropout masks; the adapters start equal (seeded before)
     optimizer = make_optimizer(model, tc, device.type)
     trainable, n_params = trainable_parameters(model)
     train_module: torch.nn.Module = loss_fn
-    if ddp:
+    if ddp and not fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_module = DDP(loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
@@ -255,16 +310,19 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
 
     def checkpoint(step: int, evaluated: bool) -> None:
         rng, rng_all = gather_rng_states(device, ddp, world)
+        full = full_state(model) if fsdp else None  # collectives: every rank
+        opt_state = full_optimizer_state(model, optimizer) if fsdp else None
         if not master:
             return
         js = {"loop": {**st, "step": step, "evaluated": evaluated}, "rng": rng["json"], "loader": batches.state_dict()}
-        save_state(ckpt_dir, step, model, {**meta, "val": st["val"]}, {"optimizer": optimizer.state_dict(), "rng": rng_all}, js)
+        save_state(ckpt_dir, step, model, {**meta, "val": st["val"]},
+                   {"optimizer": opt_state if fsdp else optimizer.state_dict(), "rng": rng_all}, js, full)
         update_pointers(ckpt_dir, keep=tc.keep_checkpoints, last=step,
                         **({"best": st["best_step"]} if st["best_step"] is not None else {}))
 
     def validate() -> dict[str, float]:
         return evaluate_rows(loss_fn, val_rows, pad, tc.batch_size, device, tc.eval_batches, ddp, rank, world,
-                             ref=(model, ref_model), beta=fc.dpo_beta)
+                             ref=(model, ref_model), beta=fc.dpo_beta, lockstep=fsdp)
 
     if master:
         info(f"{fc.task}: {fc.method} on {base_folder} | {trainable:,} trainable of {n_params:,} parameters | "
@@ -316,13 +374,17 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
             counts = torch.zeros(4, dtype=torch.float64)  # tokens, targets, tokens with padding, reference tokens
             for i, b in enumerate(micro):
                 b = b.to(device)
-                no_sync = train_module.no_sync() if ddp and i < len(micro) - 1 else contextlib.nullcontext()
+                if fsdp:
+                    train_module.set_requires_gradient_sync(i == len(micro) - 1)
+                    no_sync = contextlib.nullcontext()
+                else:
+                    no_sync = train_module.no_sync() if ddp and i < len(micro) - 1 else contextlib.nullcontext()
                 with no_sync:
                     if dpo:
                         k = b.input_ids.size(0) // 2
                         with torch.no_grad(), reference_context(model, ref_model):
                             ref_fn = CausalLMLoss(ref_model, loss_fn.fused) if ref_model is not None else loss_fn
-                            ref = ref_fn.sequence_logps(b.input_ids, b.targets, b.position_ids)
+                            ref = ref_fn(b.input_ids, b.targets, b.position_ids, "logps")
                         logps = train_module(b.input_ids, b.targets, b.position_ids, "logps")
                         losses, r = dpo_loss(logps[:k], logps[k:], ref[:k], ref[k:], fc.dpo_beta)
                         total = losses.sum()
@@ -335,6 +397,8 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
                 counts += torch.tensor([b.tokens, b.labels, b.input_ids.numel(), b.tokens if dpo else 0], dtype=torch.float64)
             grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
                                                        tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+            if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+                grad_norm = grad_norm.full_tensor()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ddp:
@@ -371,9 +435,10 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
                 checkpoint(step, evaluated=False)
                 break
 
+    full = full_state(model) if fsdp and not stop_signal else None  # a collective: every rank
     if master and not stop_signal:
         out = run_dir / ("model" if fc.method == "full" else "adapter")
-        save_trained(model, out, tok, {"base": fc.base, "base_folder": str(base_folder), "base_fingerprint": fingerprint,
+        save_trained(model, out, tok, state_dict=full, meta={"base": fc.base, "base_folder": str(base_folder), "base_fingerprint": fingerprint,
                                        "task": fc.task, "method": fc.method, "step": step, "config": cfg.to_dict()})
     if stop_signal:
         raise TrainingInterrupted(f"stopped by {signal.Signals(stop_signal).name} at step {step}; "
