@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import torch
 import torch.nn as nn
 
+from brlm.infer.sampling import make_sampler
 from brlm.io.logging import info as log_info
 from brlm.io.machine import cpu_bf16_support
 
@@ -136,10 +137,6 @@ def resolve_decode_dtype(name: str) -> torch.dtype:
     if name not in ("fp32", "bf16"):
         raise ValueError(f"dtype={name!r}: expected 'auto', 'fp32' or 'bf16'")
     return torch.bfloat16 if name == "bf16" else torch.float32
-
-
-def _greedy(logits: torch.Tensor, generator: torch.Generator | None = None, history: torch.Tensor | None = None):
-    return logits.argmax(-1, keepdim=True)
 
 
 class Engine:
@@ -348,7 +345,7 @@ class Engine:
         """Decode two tokens in a free row and free it again, so a compiled step is captured now
         rather than during the first real request; returns the seconds it took."""
         t0 = time.perf_counter()
-        slot = self.add([0, 0], 2, _greedy)
+        slot = self.add([0, 0], 2, make_sampler(0))
         while self.seqs[slot] is not None:
             self.step()
         return time.perf_counter() - t0

@@ -179,9 +179,9 @@ def evaluate_rows(loss_fn: CausalLMLoss, rows: Rows, pad: int, batch_size: int, 
 
 
 def _trained_tensors(model: torch.nn.Module, full: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    if full is not None:  # FSDP: the gathered full state dict
-        return {n: full[n].detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """The trained tensors on CPU, read from `full` (FSDP's gathered state dict) or the parameters."""
+    source = full if full is not None else dict(model.named_parameters())
+    return {n: source[n].detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def check_parallel(method: str, parallel: str, world: int, resume: bool) -> bool:
