@@ -1,0 +1,100 @@
+"""Decode weight layout (brlm.infer.layout): the engine's transposed copies leave the caller's model
+untouched, keep tied weights tied, decode the same tokens, and are chosen by a measurement that is
+cached per machine and shape."""
+
+import pytest
+import torch
+
+from brlm.infer import layout
+from brlm.infer.engine import Engine
+from brlm.infer.sampling import make_sampler
+
+from .test_infer_engine import PROMPTS, tiny_model
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(layout, "_decided", {})
+    monkeypatch.setattr(layout, "_load_per_core", lambda: 0.0)
+    return tmp_path / "cache"
+
+
+def test_transposed_copy_leaves_the_model_alone_and_keeps_ties():
+    model = tiny_model("gpt")
+    before = {n: (p.data_ptr(), p.detach().clone()) for n, p in model.named_parameters(remove_duplicate=False)}
+    dm, rec = layout.decode_layout(model, 4, "transposed")
+    assert dm is not model
+    for n, p in model.named_parameters():  # the caller's model: same storage, same values, row-major
+        assert p.data_ptr() == before[n][0] and torch.equal(p, before[n][1]) and p.is_contiguous()
+    new = dict(dm.named_parameters(remove_duplicate=False))
+    linear = {f"{n}.weight" for n, m in dm.named_modules() if type(m) is torch.nn.Linear}
+    for n, p in new.items():
+        assert torch.equal(p, before[n][1])
+        if n in linear or n == "wte.weight":  # relaid: column-major copies
+            assert p.t().is_contiguous() and not p.is_contiguous() and p.data_ptr() != before[n][0], n
+        else:  # everything else is the caller's tensor itself (no copy)
+            assert p.data_ptr() == before[n][0], n
+    assert dm.lm_head.weight is dm.wte.weight  # still tied
+    assert set(rec["transposed"]) == linear | {"wte.weight"}
+    assert rec["bytes"] == sum(model.get_parameter(n).numel() * 4 for n in linear)
+
+
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_relaid_engine_decodes_the_same_tokens(arch):
+    model = tiny_model(arch)
+    greedy = make_sampler(0)
+    keep = Engine(model, max_batch=len(PROMPTS), layout="keep").generate_batch(PROMPTS, 12, greedy)
+    moved = Engine(model, max_batch=len(PROMPTS), layout="transposed")
+    assert moved.layout_record["transposed"] and moved.model is not model
+    assert [ids for ids, _ in moved.generate_batch(PROMPTS, 12, greedy)] == [ids for ids, _ in keep]
+
+
+def test_bf16_engine_relays_its_own_copy_in_place():
+    model = tiny_model("llama")
+    e = Engine(model, 2, dtype="bf16", layout="transposed")
+    assert e.model.tok_emb.weight.dtype == torch.bfloat16 and not e.model.lm_head.weight.is_contiguous()
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
+
+
+def test_choice_follows_the_measurement_and_is_cached_per_machine(cache_dir, monkeypatch):
+    calls = []
+
+    def fake(w, bias, rows):  # the head is faster transposed, nothing else is
+        calls.append(tuple(w.shape))
+        return {"row": 1.0, "transposed": 0.5 if w.shape[0] == 97 else 0.95}
+
+    monkeypatch.setattr(layout, "measure", fake)
+    model = tiny_model("llama")
+    dm, rec = layout.decode_layout(model, 8)
+    assert set(rec["transposed"]) == {"tok_emb.weight", "lm_head.weight"}
+    assert not dm.lm_head.weight.is_contiguous() and dm.layers[0].attn.wq.weight.is_contiguous()
+    shapes = {tuple(s) for s in calls}
+    assert len(calls) == len(shapes)  # one measurement per distinct shape
+    assert (cache_dir / "decode_layout.json").is_file()
+
+    monkeypatch.setattr(layout, "_decided", {})  # a new process: decided from the file, not measured
+    monkeypatch.setattr(layout, "measure", lambda *a: pytest.fail("measured again"))
+    _, again = layout.decode_layout(model, 8)
+    assert again["transposed"] == rec["transposed"]
+    monkeypatch.setattr(layout, "measure", fake)
+    layout.decode_layout(model, 4)  # another batch size is another measurement
+    assert len(calls) == 2 * len(shapes)
+
+
+def test_busy_machine_decides_for_this_process_only(cache_dir, monkeypatch):
+    monkeypatch.setattr(layout, "_load_per_core", lambda: 1.5)
+    monkeypatch.setattr(layout, "measure", lambda w, b, r: {"row": 1.0, "transposed": 0.1})
+    layout.decode_layout(tiny_model("llama"), 8)
+    assert not (cache_dir / "decode_layout.json").exists()
+
+
+def test_keep_and_memory_guard_return_the_model_itself(cache_dir, monkeypatch):
+    model = tiny_model("gpt")
+    dm, rec = layout.decode_layout(model, 8, "keep")
+    assert dm is model and rec["transposed"] == []
+    monkeypatch.setattr(layout, "_available_bytes", lambda: 1000)
+    dm, rec = layout.decode_layout(model, 8, "transposed")
+    assert dm is model and "quarter of the available memory" in rec["skipped"]
+    with pytest.raises(ValueError, match="layout='sideways': expected one of auto, keep, transposed"):
+        layout.decode_layout(model, 8, "sideways")
