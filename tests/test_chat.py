@@ -171,6 +171,20 @@ def test_cli_continue_mode_and_eof(runs):
     assert proc.returncode == 0 and "modo continue" in err and err.count(" tokens/s") == 1
 
 
+def test_cli_bf16_weights_and_compiled_step(runs):
+    """`brlm chat --dtype bf16 --compile`: the banner says what decodes, the answer is the greedy
+    answer of the same compiled bf16 engine built in this process."""
+    proc = _chat_proc(str(runs["plain"]), "--max-tokens", "5", "--temperature", "0", "--dtype", "bf16", "--compile")
+    out, err = proc.communicate("O ônibus da linha\n", timeout=300)
+    assert proc.returncode == 0, err
+    assert "pesos bf16 · passo compilado" in err and err.count(" tokens/s") == 1
+    session = ChatSession(load_model(runs["plain"]), mode="continue", settings=ChatSettings(max_tokens=5, temperature=0),
+                          dtype="bf16", compile=True)
+    assert session.engine.describe()["dtype"] == "bf16" and session.engine.describe()["compiled"]
+    want = "".join(session.reply("O ônibus da linha"))
+    assert out == want + "\n"
+
+
 def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(runs, tmp_path):
     save = tmp_path / "c.json"
     # A model that never ends an answer by itself (eos and the role markers banned): only Ctrl-C can.

@@ -111,6 +111,7 @@ def test_models_health_and_page(server):
     assert [m.id for m in models.data] == ["tiny"]
     h = server.health()
     assert h["status"] == "ok" and h["context"] == 128 and h["max_batch"] == 4
+    assert h["decode"]["dtype"] == "fp32" and h["decode"]["compiled"] is False and h["decode"]["max_batch"] == 4
     page = httpx.get(server.url + "/", timeout=10)
     assert page.status_code == 200 and 'lang="pt-BR"' in page.text
     assert "<script src" not in page.text and "innerHTML" not in page.text.split("<script>")[1]
@@ -303,17 +304,22 @@ def test_client_leaving_before_a_whole_answer_frees_its_row(strict):
 
 
 def test_sigterm_finishes_requests_in_flight_then_exits(tmp_path, run):
+    """Also the CLI's --compile --dtype bf16: the step is compiled before the first request and
+    /health says what decodes."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("BRLM_API_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "brlm", "serve", str(run), "--port", str(port), "--max-batch", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "brlm", "serve", str(run), "--port", str(port), "--max-batch", "2",
+                             "--compile", "--dtype", "bf16"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 240  # compiling comes first
         while True:
             try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                h = httpx.get(url + "/health", timeout=2)
+                if h.status_code == 200:
+                    assert h.json()["decode"] == {**h.json()["decode"], "dtype": "bf16", "compiled": True, "max_batch": 2}
                     break
             except httpx.TransportError:
                 pass

@@ -191,6 +191,8 @@ class ChatSession:
         self.lm, self.device = lm, device
         # One batch-1 engine for the whole conversation (cache, compiled step, bf16 weights made once).
         self.engine = Engine(lm.model, 1, device=device, compile=compile, dtype=dtype)
+        if compile:
+            self.engine.warm_up()  # captured now, not in the middle of the first answer
         self.mode = detect_mode(lm) if mode == "auto" else mode
         self.settings = settings or ChatSettings.from_run(lm.meta)
         self.system = system

@@ -191,6 +191,12 @@ class Engine:
         p = next(self.model.parameters(), None)
         return "bf16" if p is not None and p.dtype == torch.bfloat16 else "fp32"
 
+    def describe(self) -> dict[str, Any]:
+        """What decodes: weights dtype, whether the step is compiled (False again after a fallback),
+        rows, context, and how many linear weights are kept transposed (brlm.infer.layout)."""
+        return {"dtype": self.dtype_name, "compiled": bool(self.compile), "max_batch": self.max_batch,
+                "context": self.max_len, "cache": self.cached, "transposed_weights": len(self.layout_record["transposed"])}
+
     # -- admission and retirement ------------------------------------------------------------
 
     def free_slots(self) -> list[int]:

@@ -126,8 +126,10 @@ class Repl:
 
     def run(self) -> int:
         s = self.session
+        d = s.engine.describe()
         self.say(f"brlm chat · modo {s.mode} · {s.lm.meta.get('source')}"
-                 f"{' · int8' if s.lm.meta.get('quantize') else ''} · /help para os comandos, /sair para sair")
+                 f"{' · int8' if s.lm.meta.get('quantize') else ''} · pesos {d['dtype']}"
+                 f"{' · passo compilado' if d['compiled'] else ''} · /help para os comandos, /sair para sair")
         while True:
             try:
                 line = self.read_line()

@@ -192,7 +192,7 @@ def create_app(lm: Any, name: str = "brlm", max_batch: int = 8, max_queue: int =
     async def health():
         stats = server.scheduler.stats()
         return {"status": "draining" if stats["closing"] else "ok", "model": name,
-                "context": engine.max_len, **stats}
+                "context": engine.max_len, "decode": engine.describe(), **stats}
 
     @app.get("/", response_class=HTMLResponse)
     async def page():

@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         engine.warm_up()
     app = create_app(lm, name=name, max_batch=args.max_batch, max_queue=args.max_queue, api_key=key,
                      max_tokens_limit=args.max_tokens, device=device, engine=engine)
+    d = engine.describe()
     info(f"serve: {name} em http://{args.host}:{args.port}/ (API em /v1; max_batch={args.max_batch}, "
-         f"max_queue={args.max_queue}{', com chave' if key else ''})")
+         f"max_queue={args.max_queue}, pesos {d['dtype']}{', passo compilado' if d['compiled'] else ''}"
+         f"{', com chave' if key else ''})")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                             timeout_graceful_shutdown=args.graceful_timeout)
     uvicorn.Server(config).run()  # installs the SIGTERM / SIGINT handlers: graceful shutdown
