@@ -82,3 +82,32 @@ def test_rank0_failure_before_training_stops_every_rank(tmp_path):
                      "--set", f"data.source={missing}", timeout=300)
     assert proc.returncode != 0
     assert "nope.jsonl" in proc.stderr and "rank 0 failed before training" in proc.stderr
+
+
+def test_mpi_ranks_and_the_single_process_accelerate_cpu_trap(monkeypatch, capsys):
+    """Under mpirun (`accelerate launch --cpu --mpirun_hostfile …`) the MPI ranks become RANK /
+    WORLD_SIZE / LOCAL_RANK; `accelerate launch --cpu --num_processes 2` without mpirun starts one
+    process, which trains alone but says how to get two."""
+    import brlm.train.distributed as d
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU",
+              *(v for names in d._MPI_VARS.values() for v in names)):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
+    assert not d.is_ddp_env() and "RANK" not in os.environ  # MPI variables alone (no MASTER_ADDR): not a torch job
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert d.is_ddp_env()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("1", "2", "1")
+    monkeypatch.setenv("RANK", "0")  # torchrun's own variables win
+    assert not d.adopt_mpi_env() and os.environ["RANK"] == "0"
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setattr(d, "_warned_single", False)
+    assert d.compute_init("cpu")[:4] == (False, 0, 0, 1)
+    err = capsys.readouterr().err
+    assert "started only this process" in err and "--multi_gpu" in err

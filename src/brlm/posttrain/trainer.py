@@ -21,7 +21,8 @@
 * Under torchrun / `accelerate launch` (both set RANK / WORLD_SIZE) the loss module runs in DDP
   over gloo (CPU) or NCCL; only rank 0 writes. `train.parallel=fsdp` shards it with FSDP2 instead
   (each decoder layer, then the loss module); weights are gathered to full tensors for rank 0 to
-  save. Not with QLoRA, and `--resume` is refused for now.
+  save, and `--resume` loads them (and the full optimizer state) back into the shards on every
+  rank, so a resumed FSDP run matches an unbroken one. Not with QLoRA.
 
 Figures go to metrics.jsonl; the summary (train.json) is returned. Progress lines show tokens/s
 (real, non-padding tokens) and ETA.
@@ -184,15 +185,13 @@ def _trained_tensors(model: torch.nn.Module, full: dict[str, torch.Tensor] | Non
     return {n: source[n].detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def check_parallel(method: str, parallel: str, world: int, resume: bool) -> bool:
+def check_parallel(method: str, parallel: str, world: int) -> bool:
     """True when this run shards the model with FSDP2 (train.parallel=fsdp under several processes)."""
     if parallel != "fsdp" or world <= 1:
         return False
     if method == "qlora":
         raise ConfigError("train.parallel=fsdp does not support finetune.method=qlora (bitsandbytes' 4-bit weights need "
                           "FSDP quant-storage settings brlm does not set); use method lora or full, or train.parallel=ddp")
-    if resume:
-        raise ConfigError("--resume is not supported yet with train.parallel=fsdp; restart the run or use train.parallel=ddp")
     return True
 
 
@@ -227,6 +226,17 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """The inverse of full_optimizer_state: every rank passes the same full state dict (parameter
+    names as keys) and keeps its own shard of it; a collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    if not saved.get("state"):  # saved before the first step (optimizer.state_dict(), no moments yet): only the groups
+        optimizer.load_state_dict(saved)
+        return
+    set_optimizer_state_dict(model, optimizer, saved, options=StateDictOptions(full_state_dict=True))
+
+
 def save_state(ckpt_dir: Path, step: int, model: torch.nn.Module, meta: dict[str, Any], tensors: dict[str, Any],
                json_state: dict[str, Any], full: dict[str, torch.Tensor] | None = None) -> None:
     """model_{step}.safetensors (trained tensors), train_{step}.pt (optimizer, RNG), then the meta
@@ -242,7 +252,9 @@ def save_state(ckpt_dir: Path, step: int, model: torch.nn.Module, meta: dict[str
     write_json(ckpt_dir / f"meta_{step:06d}.json", {"step": step, **meta, "train_state": json_state, "files": files})
 
 
-def load_trained(model: torch.nn.Module, ckpt_dir: Path, step: int) -> None:
+def load_trained(model: torch.nn.Module, ckpt_dir: Path, step: int, fsdp: bool = False) -> None:
+    """The checkpoint's trained tensors into the model. FSDP: every rank reads the full tensors and
+    keeps its shard (set_model_state_dict; a collective)."""
     tensors = load_file(str(ckpt_dir / f"model_{step:06d}.safetensors"))
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
@@ -250,6 +262,11 @@ def load_trained(model: torch.nn.Module, ckpt_dir: Path, step: int) -> None:
     if missing or unknown:
         raise BrlmError(f"{ckpt_dir}: checkpoint {step} does not match this model (missing {missing[:2]}, unknown {unknown[:2]}); "
                         "resume with the same base and config")
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
+        return
     with torch.no_grad():
         for n, t in tensors.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))
@@ -260,7 +277,7 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
     fc, tc = cfg.finetune, cfg.train
     ddp, rank, _local, world, device = compute_init(tc.device)
     master = rank == 0
-    fsdp = check_parallel(fc.method, tc.parallel, world, resume)
+    fsdp = check_parallel(fc.method, tc.parallel, world)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -303,8 +320,8 @@ def train_posttrain(cfg: PosttrainConfig, base_folder: Path, run_dir: Path, logg
         "best_val": float("inf"), "best_step": None, "first_val": None, "val": None, "last_train_loss": None,
         "ref_tokens": 0,
     }
-    js = resume_latest(ckpt_dir, lambda s: load_trained(model, ckpt_dir, s), optimizer, batches, device, rank,
-                       master) if resume else None
+    js = resume_latest(ckpt_dir, lambda s: load_trained(model, ckpt_dir, s, fsdp), optimizer, batches, device, rank, master,
+                       (lambda saved: load_full_optimizer_state(model, optimizer, saved)) if fsdp else None) if resume else None
     if js is not None:
         st.update(js["loop"])
 

@@ -159,11 +159,14 @@ def open_metrics(path: str | Path, resumed_step: int | None, master: bool, confi
 
 
 def restore_train_state(ckpt_dir: str | Path, step: int, ck: dict[str, Any], optimizer: torch.optim.Optimizer,
-                        batches: Any, device: torch.device, rank: int) -> dict[str, Any]:
+                        batches: Any, device: torch.device, rank: int,
+                        load_optimizer: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Optimizer, this rank's RNG streams and the loader position of a checkpoint; returns its JSON
-    train state (the loop's own counters) for the caller to take what else it keeps."""
+    train state (the loop's own counters) for the caller to take what else it keeps. The saved
+    optimizer state goes to `load_optimizer` (FSDP: a full state dict to shard) or, by default,
+    `optimizer.load_state_dict`."""
     tensors = load_train_tensors(ckpt_dir, step)
-    optimizer.load_state_dict(tensors["optimizer"])
+    (load_optimizer or optimizer.load_state_dict)(tensors["optimizer"])
     js = ck["train_state"]
     rng_t = tensors["rng"][rank] if rank < len(tensors["rng"]) else tensors["rng"][0]
     _set_rng_state(rng_t, js["rng"], device)
@@ -172,10 +175,12 @@ def restore_train_state(ckpt_dir: str | Path, step: int, ck: dict[str, Any], opt
 
 
 def resume_latest(ckpt_dir: str | Path, load_trained: Callable[[int], None], optimizer: torch.optim.Optimizer,
-                  batches: Any, device: torch.device, rank: int, master: bool) -> dict[str, Any] | None:
+                  batches: Any, device: torch.device, rank: int, master: bool,
+                  load_optimizer: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
     """`--resume` for any trainer: the newest good checkpoint's weights (`load_trained(step)`),
-    optimizer, RNG streams and loader position restored; returns its JSON train state, or None
-    (no usable checkpoint: start from step 0)."""
+    optimizer (`load_optimizer(saved state)`, default `optimizer.load_state_dict`), RNG streams and
+    loader position restored; returns its JSON train state, or None (no usable checkpoint: start
+    from step 0). Under torchrun every rank calls it and reads the same checkpoint."""
     found = latest_good_checkpoint(ckpt_dir)
     if found is None:
         if master:
@@ -183,7 +188,7 @@ def resume_latest(ckpt_dir: str | Path, load_trained: Callable[[int], None], opt
         return None
     step0, ck = found
     load_trained(step0)
-    js = restore_train_state(ckpt_dir, step0, ck, optimizer, batches, device, rank)
+    js = restore_train_state(ckpt_dir, step0, ck, optimizer, batches, device, rank, load_optimizer)
     if master:
         info(f"resume: continuing from the checkpoint at step {step0} ({len(ck['files'])} files verified)")
     return js
