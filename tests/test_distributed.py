@@ -90,6 +90,8 @@ def test_mpi_ranks_and_the_single_process_accelerate_cpu_trap(monkeypatch, capsy
     process, which trains alone but says how to get two."""
     import brlm.train.distributed as d
 
+    # adopt_mpi_env writes os.environ itself: give this test its own copy, so nothing leaks.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU",
               *(v for names in d._MPI_VARS.values() for v in names)):
         monkeypatch.delenv(k, raising=False)
@@ -111,3 +113,42 @@ def test_mpi_ranks_and_the_single_process_accelerate_cpu_trap(monkeypatch, capsy
     assert d.compute_init("cpu")[:4] == (False, 0, 0, 1)
     err = capsys.readouterr().err
     assert "started only this process" in err and "--multi_gpu" in err
+
+
+def _resume_rank(rank: int, port: int, steps: tuple[int, int], out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from brlm.errors import BrlmError
+    from brlm.train.loop import same_checkpoint_everywhere
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        same_checkpoint_everywhere(steps[rank], torch.device("cpu"), "runs/x/checkpoints")
+        msg = "ok"
+    except BrlmError as e:
+        msg = str(e)
+    finally:
+        dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(msg)
+
+
+@pytest.mark.parametrize("steps,error", [((4, 4), None), ((4, 2), "step 2 and step 4"), ((-1, 6), "no checkpoint and step 6")])
+def test_every_rank_must_resume_from_the_same_checkpoint(tmp_path, steps, error):
+    """Ranks without a shared run folder find different checkpoints: each says so instead of
+    resuming apart (FSDP would hang, DDP replicas would differ)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "msg")
+    mp.spawn(_resume_rank, args=(port, steps, out), nprocs=2, join=True)
+    msgs = [open(f"{out}.{r}").read() for r in (0, 1)]
+    if error is None:
+        assert msgs == ["ok", "ok"]
+    else:
+        assert msgs[0] == msgs[1] and error in msgs[0] and "shared file system" in msgs[0] and "\n" not in msgs[0]

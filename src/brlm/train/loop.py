@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from brlm.config import RunConfig
 from brlm.data.loader import ShuffledBatches, Windows, fixed_indices
+from brlm.errors import BrlmError
 from brlm.eval.intrinsic import evaluate_windows
 from brlm.io.files import write_text
 from brlm.io.logging import JSONLLogger, MetricLogger, NullLogger, format_seconds, info
@@ -174,6 +175,22 @@ def restore_train_state(ckpt_dir: str | Path, step: int, ck: dict[str, Any], opt
     return js
 
 
+def same_checkpoint_everywhere(step: int, device: torch.device, ckpt_dir: str | Path) -> None:
+    """Under several processes: every rank must resume from the same step (-1: none), or FSDP's
+    collectives would hang and DDP's replicas would differ. Ranks on machines without a shared run
+    folder find different checkpoints; every rank raises the same one-line error."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    t = torch.tensor([step, -step], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    hi, lo = int(t[0]), -int(t[1])
+    if hi != lo:
+        def name(s: int) -> str:
+            return "no checkpoint" if s < 0 else f"step {s}"
+        raise BrlmError(f"--resume: the processes found different checkpoints ({name(lo)} and {name(hi)}) in {ckpt_dir}; "
+                        "every process must see the same run folder (a shared file system)")
+
+
 def resume_latest(ckpt_dir: str | Path, load_trained: Callable[[int], None], optimizer: torch.optim.Optimizer,
                   batches: Any, device: torch.device, rank: int, master: bool,
                   load_optimizer: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
@@ -182,6 +199,7 @@ def resume_latest(ckpt_dir: str | Path, load_trained: Callable[[int], None], opt
     loader position restored; returns its JSON train state, or None (no usable checkpoint: start
     from step 0). Under torchrun every rank calls it and reads the same checkpoint."""
     found = latest_good_checkpoint(ckpt_dir)
+    same_checkpoint_everywhere(found[0] if found is not None else -1, device, ckpt_dir)
     if found is None:
         if master:
             info(f"resume: no usable checkpoint in {ckpt_dir}; starting from step 0")
