@@ -98,3 +98,24 @@ def test_keep_and_memory_guard_return_the_model_itself(cache_dir, monkeypatch):
     assert dm is model and "quarter of the available memory" in rec["skipped"]
     with pytest.raises(ValueError, match="layout='sideways': expected one of auto, keep, transposed"):
         layout.decode_layout(model, 8, "sideways")
+
+
+@pytest.mark.parametrize("bf16_time,want", [(0.5, "bf16"), (0.95, "fp32"), (2.0, "fp32")])
+def test_auto_dtype_takes_bf16_only_where_measured_faster(cache_dir, monkeypatch, bf16_time, want):
+    def fake(w, bias, rows):
+        t = bf16_time if w.dtype == torch.bfloat16 else 1.0
+        return {"row": t, "transposed": 2 * t}
+
+    monkeypatch.setattr(layout, "measure", fake)
+    monkeypatch.setattr(layout, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": True})
+    model = tiny_model("llama")
+    e = Engine(model, 2, dtype="auto")
+    assert e.dtype_name == want and e.describe()["dtype"] == want
+    assert f"bf16 takes {bf16_time:.2f}x the fp32 time" in e.describe()["dtype_choice"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_auto_dtype_without_native_bf16_is_fp32_unmeasured(cache_dir, monkeypatch):
+    monkeypatch.setattr(layout, "measure", lambda *a: pytest.fail("measured"))
+    dtype, rec = layout.choose_decode_dtype(tiny_model("gpt"), 8, support={"amx_bf16": False, "avx512_bf16": False})
+    assert dtype == torch.float32 and rec["reason"] == "no native bf16 on this CPU"

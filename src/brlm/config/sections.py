@@ -311,7 +311,7 @@ class SampleConfig:
     use_cache: bool = setting(True, "decode with the model's KV cache / carried state when it has one")
     compile: bool = setting(False, "capture the decode step with torch.compile (the first call compiles; "
                                    "worth it for many or long generations)")
-    dtype: str = setting("fp32", "decode weights: fp32, bf16, or auto (bf16 where the CPU has native bf16 matmuls)")
+    dtype: str = setting("fp32", "decode weights: fp32, bf16, or auto (bf16 where the CPU has native bf16 matmuls and the model's linear layers measure faster in bf16)")
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens >= 1, "sample.max_new_tokens", self.max_new_tokens, "an integer >= 1")

@@ -6,7 +6,7 @@ greedy evaluation and a server's continuous batching (admit into a free row betw
 finished rows):
 
     from brlm.infer.engine import Engine, generate, stream_generate
-    from brlm.infer.layout import decode_layout
+    from brlm.infer.layout import choose_decode_dtype, decode_layout
 from brlm.infer.sampling import make_sampler
     engine = Engine(model, max_batch=8)                       # max_len: model.block_size
     slot = engine.add(prompt_ids, 60, make_sampler(0), eos_id=2)
@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import torch
 import torch.nn as nn
 
-from brlm.infer.layout import decode_layout
+from brlm.infer.layout import choose_decode_dtype, decode_layout
 from brlm.infer.sampling import make_sampler
 from brlm.io.logging import info as log_info
 from brlm.io.machine import cpu_bf16_support
@@ -135,8 +135,9 @@ def _give_up_compile(e: BaseException) -> None:
 
 
 def resolve_decode_dtype(name: str) -> torch.dtype:
-    """'fp32', 'bf16', or 'auto': bf16 weights where the CPU has native bf16 matmuls (AMX or
-    AVX-512 BF16), fp32 elsewhere (emulated bf16 is slower than fp32)."""
+    """'fp32', 'bf16', or 'auto' without a model to measure: bf16 weights where the CPU has native
+    bf16 matmuls (AMX or AVX-512 BF16), fp32 elsewhere (emulated bf16 is slower than fp32). An
+    Engine with dtype 'auto' measures its model instead (brlm.infer.layout.choose_decode_dtype)."""
     if name == "auto":
         return torch.bfloat16 if any(cpu_bf16_support().values()) else torch.float32
     if name not in ("fp32", "bf16"):
@@ -148,8 +149,9 @@ class Engine:
     """Decode up to `max_batch` sequences at once, each in its own row (slot) of a static cache of
     `max_len` positions (default: the model's context). `compile=True` captures the decode step
     with torch.compile (inductor; a string names another backend) and falls back to eager, said
-    once, when that fails; `dtype` 'bf16' / 'auto' decodes a bf16 copy of the weights (the model
-    passed in is left as it is). `layout` 'auto' keeps a transposed copy of the linear weights
+    once, when that fails; `dtype` 'bf16' decodes a bf16 copy of the weights (the model passed in
+    is left as it is), 'auto' does so only where the CPU has native bf16 and this model's linear
+    layers run faster in bf16 at `max_batch` rows (measured; `dtype_record` says why). `layout` 'auto' keeps a transposed copy of the linear weights
     that multiply `max_batch` rows faster that way on this CPU (brlm.infer.layout; `layout_record`
     says which), 'keep' decodes with the weights as they are. Prefill stays eager: its shape
     changes with every prompt."""
@@ -157,7 +159,11 @@ class Engine:
     def __init__(self, model: nn.Module, max_batch: int = 1, max_len: int | None = None,
                  device: str | torch.device = "cpu", use_cache: bool = True, compile: bool | str = False,
                  dtype: str = "fp32", layout: str = "auto"):
-        owned = resolve_decode_dtype(dtype) != torch.float32
+        if dtype == "auto":  # by measurement of this model's layers (brlm.infer.layout)
+            decode_dtype, self.dtype_record = choose_decode_dtype(model, max_batch)
+        else:
+            decode_dtype, self.dtype_record = resolve_decode_dtype(dtype), {"chosen": dtype, "reason": "asked for"}
+        owned = decode_dtype != torch.float32
         if owned:
             model = copy.deepcopy(model).to(torch.bfloat16)
         self.cached = use_cache and hasattr(model, "make_cache")
@@ -194,7 +200,7 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         """What decodes: weights dtype, whether the step is compiled (False again after a fallback),
         rows, context, and how many linear weights are kept transposed (brlm.infer.layout)."""
-        return {"dtype": self.dtype_name, "compiled": bool(self.compile), "max_batch": self.max_batch,
+        return {"dtype": self.dtype_name, "dtype_choice": self.dtype_record.get("reason"), "compiled": bool(self.compile), "max_batch": self.max_batch,
                 "context": self.max_len, "cache": self.cached, "transposed_weights": len(self.layout_record["transposed"])}
 
     # -- admission and retirement ------------------------------------------------------------

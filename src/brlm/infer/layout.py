@@ -32,16 +32,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from brlm.io.machine import MachineCache, machine_key
+from brlm.io.machine import MachineCache, cpu_bf16_support, machine_key
 
 MODES = ("auto", "keep", "transposed")
 GAIN = 0.9  # transposed is kept when it takes at most this share of the row-major time
 _decided: dict[str, dict[str, Any]] = {}  # this process's decisions: the same within a process, busy or not
 
 
-def _shape_key(w: torch.Tensor, bias: bool, rows: int) -> str:
-    dt = str(w.dtype).replace("torch.", "")
-    return f"{dt} {w.shape[0]}x{w.shape[1]} bias={int(bias)} rows={rows} {w.device.type}"
+def _shape_key(shape: tuple[int, ...], dtype: torch.dtype, bias: bool, rows: int, device: torch.device) -> str:
+    dt = str(dtype).replace("torch.", "")
+    return f"{dt} {shape[0]}x{shape[1]} bias={int(bias)} rows={rows} {device.type}"
 
 
 def _time(fn: Any, reps: int) -> float:
@@ -68,6 +68,28 @@ def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, 
     return best
 
 
+def shape_times(m: nn.Linear, rows: int, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Microseconds per F.linear of m's shape at `rows` rows in `dtype` (default: its own), both
+    layouts, and whether transposed wins: from this process, else the machine's cache, else measured
+    (and cached, unless the machine is busy: load above 1 per core)."""
+    dtype = dtype or m.weight.dtype
+    key = _shape_key(tuple(m.weight.shape), dtype, m.bias is not None, rows, m.weight.device)
+    full = machine_key(torch.get_num_threads(), "decode_layout", key)
+    cpu = m.weight.device.type == "cpu"
+    cache = MachineCache("decode_layout.json")
+    entry = _decided.get(full) or (cache.get(full) if cpu else None)
+    if entry is None:
+        w = m.weight.detach().to(dtype)
+        b = m.bias.detach().to(dtype) if m.bias is not None else None
+        t = measure(w, b, rows)
+        entry = {"row_us": round(t["row"] * 1e6, 2), "transposed_us": round(t["transposed"] * 1e6, 2),
+                 "transposed": t["transposed"] <= GAIN * t["row"]}
+        if cpu and _load_per_core() <= 1.0:
+            cache.put(full, entry)
+    _decided[full] = entry
+    return {"key": key, **entry}
+
+
 def _load_per_core() -> float:
     try:
         return os.getloadavg()[0] / (os.cpu_count() or 1)
@@ -90,26 +112,39 @@ def choose(linears: list[nn.Linear], rows: int, mode: str) -> tuple[set[int], di
         return set(), {}
     if mode == "transposed":
         return {id(m.weight) for m in linears}, {}
-    cache = MachineCache("decode_layout.json")
-    threads = torch.get_num_threads()
-    busy = _load_per_core() > 1.0
     shapes: dict[str, dict[str, Any]] = {}
     chosen: set[int] = set()
     for m in linears:
-        key = _shape_key(m.weight, m.bias is not None, rows)
-        if key not in shapes:
-            full = machine_key(threads, "decode_layout", key)
-            entry = _decided.get(full) or (cache.get(full) if m.weight.device.type == "cpu" else None)
-            if entry is None:
-                t = measure(m.weight, m.bias, rows)
-                entry = {"row_us": round(t["row"] * 1e6, 2), "transposed_us": round(t["transposed"] * 1e6, 2),
-                         "transposed": t["transposed"] <= GAIN * t["row"]}
-                if not busy and m.weight.device.type == "cpu":
-                    cache.put(full, entry)
-            shapes[key] = _decided[full] = entry
-        if shapes[key]["transposed"]:
+        t = shape_times(m, rows)
+        shapes[t.pop("key")] = t
+        if t["transposed"]:
             chosen.add(id(m.weight))
     return chosen, shapes
+
+
+def choose_decode_dtype(model: nn.Module, rows: int, support: dict[str, bool] | None = None) -> tuple[torch.dtype, dict[str, Any]]:
+    """`dtype: auto` for decoding: bf16 weights only where the CPU has native bf16 (AMX or AVX-512
+    BF16) *and* the model's linear layers, at `rows` rows in their faster layout, take at most 0.9×
+    their fp32 time. Small models' matrix-vector products are often slower in bf16 (on the AMX
+    machine of benchmarks/RESULTS.md the 5.3 M-parameter llama decodes at about half the fp32
+    speed); large ones read half the bytes. Returns (dtype, record of the choice)."""
+    support = cpu_bf16_support() if support is None else support
+    if not any(support.values()):
+        return torch.float32, {"chosen": "fp32", "reason": "no native bf16 on this CPU"}
+    linears = [m for m in model.modules() if type(m) is nn.Linear]
+    if not linears:
+        return torch.bfloat16, {"chosen": "bf16", "reason": "native bf16; no linear layers to measure"}
+    total = {"fp32": 0.0, "bf16": 0.0}
+    for m in linears:
+        for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            t = shape_times(m, rows, dt)
+            total[name] += min(t["row_us"], t["transposed_us"])
+    ratio = total["bf16"] / max(total["fp32"], 1e-9)
+    chosen = "bf16" if ratio <= GAIN else "fp32"
+    return (torch.bfloat16 if chosen == "bf16" else torch.float32,
+            {"chosen": chosen, "reason": f"linear layers at {rows} rows: bf16 takes {ratio:.2f}x the fp32 time "
+                                         f"(bf16 needs <= {GAIN})", "fp32_us": round(total["fp32"], 1),
+             "bf16_us": round(total["bf16"], 1)})
 
 
 def decode_layout(model: nn.Module, rows: int, mode: str = "auto", owned: bool = False) -> tuple[nn.Module, dict[str, Any]]:

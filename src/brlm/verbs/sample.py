@@ -9,7 +9,7 @@ RUN is a brlm run or, with --adapter, also a Hugging Face folder (the base the a
 on; another base is refused). With --adapter the samples are printed, and written only with --out.
 
     brlm sample runs/demo --quantize int8                 # dynamic int8 linears (CPU)
-    brlm sample runs/demo --compile --dtype auto          # compiled decode step, bf16 weights where native
+    brlm sample runs/demo --compile --dtype auto          # compiled decode step, bf16 weights where native and measured faster
 
 Prompting (brlm.infer.prompting; writes <run>/prompting.json): each --prompt is a query put in a
 few-shot template built from a JSONL of examples, optionally restricted to options, and sampled
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE")
     p.add_argument("--quantize", choices=("int8",), help="dynamic int8 linear layers for CPU inference")
     p.add_argument("--compile", action="store_true", help="sample.compile: capture the decode step with torch.compile")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "auto"), help="sample.dtype: decode weights (auto: bf16 where the CPU has native bf16)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "auto"), help="sample.dtype: decode weights (auto: bf16 where the CPU has native bf16 and the model's layers measure faster in it)")
     g = p.add_argument_group("prompting (writes <run>/prompting.json)")
     g.add_argument("--few-shot", metavar="JSONL", help="examples, one per line: input/output or instruction/input/output")
     g.add_argument("--self-consistency", metavar="N", type=int, help="sample N answers per query and take the majority")
