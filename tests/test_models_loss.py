@@ -85,6 +85,24 @@ def test_bf16_autocast_close_to_fp32():
 def test_default_chunk_keeps_logits_small():
     assert default_chunk_rows(8192) * 8192 * 4 <= 4 * 2**20
     assert default_chunk_rows(10**7) >= 16
+    assert default_chunk_rows(8192, 2) == 2 * default_chunk_rows(8192) == 256
+
+
+def test_chunk_rows_follow_the_matmul_dtype(monkeypatch):
+    """bf16 matmuls (autocast or bf16 tensors) take chunks of twice the rows of fp32 ones."""
+    import brlm.models.loss as L
+
+    seen: list[int] = []
+    real = L._chunk_softmax_loss
+    monkeypatch.setattr(L, "_chunk_softmax_loss", lambda logits, *a: seen.append(logits.size(0)) or real(logits, *a))
+    V = 8192
+    h, w, t = torch.randn(600, 16, requires_grad=True), torch.randn(V, 16, requires_grad=True), torch.randint(0, V, (600,))
+    linear_cross_entropy(h, w, t)
+    assert seen[:2] == [128, 128]
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_cross_entropy(h, w, t)
+    assert seen[:2] == [256, 256]
 
 
 def test_out_of_range_targets_are_refused_like_cross_entropy():
