@@ -119,3 +119,14 @@ def test_auto_dtype_without_native_bf16_is_fp32_unmeasured(cache_dir, monkeypatc
     monkeypatch.setattr(layout, "measure", lambda *a: pytest.fail("measured"))
     dtype, rec = layout.choose_decode_dtype(tiny_model("gpt"), 8, support={"amx_bf16": False, "avx512_bf16": False})
     assert dtype == torch.float32 and rec["reason"] == "no native bf16 on this CPU"
+
+
+def test_weights_off_the_cpu_are_not_timed(cache_dir, monkeypatch):
+    """Only CPU matmuls are timed (a GPU's are asynchronous): elsewhere the layout is kept and
+    `auto` does not measure (meta tensors stand in for a GPU here)."""
+    monkeypatch.setattr(layout, "measure", lambda *a: pytest.fail("measured"))
+    model = tiny_model("llama").to("meta")
+    dm, rec = layout.decode_layout(model, 8)
+    assert dm is model and rec["transposed"] == []
+    dtype, why = layout.choose_decode_dtype(model, 8, support={"amx_bf16": True, "avx512_bf16": True})
+    assert dtype == torch.float32 and why["reason"] == "meta weights: not measured, fp32"

@@ -112,6 +112,8 @@ def choose(linears: list[nn.Linear], rows: int, mode: str) -> tuple[set[int], di
         return set(), {}
     if mode == "transposed":
         return {id(m.weight) for m in linears}, {}
+    if any(m.weight.device.type != "cpu" for m in linears):
+        return set(), {}  # timed on the CPU only: a GPU's launches are asynchronous, its GEMMs another matter
     shapes: dict[str, dict[str, Any]] = {}
     chosen: set[int] = set()
     for m in linears:
@@ -128,6 +130,13 @@ def choose_decode_dtype(model: nn.Module, rows: int, support: dict[str, bool] | 
     their fp32 time. Small models' matrix-vector products are often slower in bf16 (on the AMX
     machine of benchmarks/RESULTS.md the 5.3 M-parameter llama decodes at about half the fp32
     speed); large ones read half the bytes. Returns (dtype, record of the choice)."""
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if dev.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return (torch.bfloat16 if ok else torch.float32,
+                {"chosen": "bf16" if ok else "fp32", "reason": f"CUDA {'with' if ok else 'without'} bf16 support"})
+    if dev.type != "cpu":
+        return torch.float32, {"chosen": "fp32", "reason": f"{dev.type} weights: not measured, fp32"}
     support = cpu_bf16_support() if support is None else support
     if not any(support.values()):
         return torch.float32, {"chosen": "fp32", "reason": "no native bf16 on this CPU"}
