@@ -6,8 +6,7 @@ greedy evaluation and a server's continuous batching (admit into a free row betw
 finished rows):
 
     from brlm.infer.engine import Engine, generate, stream_generate
-    from brlm.infer.layout import choose_decode_dtype, decode_layout
-from brlm.infer.sampling import make_sampler
+    from brlm.infer.sampling import make_sampler
     engine = Engine(model, max_batch=8)                       # max_len: model.block_size
     slot = engine.add(prompt_ids, 60, make_sampler(0), eos_id=2)
     for slot, token, stopped in engine.step(): ...            # one token per live row
@@ -151,10 +150,10 @@ class Engine:
     with torch.compile (inductor; a string names another backend) and falls back to eager, said
     once, when that fails; `dtype` 'bf16' decodes a bf16 copy of the weights (the model passed in
     is left as it is), 'auto' does so only where the CPU has native bf16 and this model's linear
-    layers run faster in bf16 at `max_batch` rows (measured; `dtype_record` says why). `layout` 'auto' keeps a transposed copy of the linear weights
-    that multiply `max_batch` rows faster that way on this CPU (brlm.infer.layout; `layout_record`
-    says which), 'keep' decodes with the weights as they are. Prefill stays eager: its shape
-    changes with every prompt."""
+    layers run faster in bf16 at `max_batch` rows (measured; `dtype_record` says why). `layout`
+    'auto' keeps a transposed copy of the linear weights that multiply `max_batch` rows faster
+    that way on this CPU (brlm.infer.layout; `layout_record` says which), 'keep' decodes with the
+    weights as they are. Prefill stays eager: its shape changes with every prompt."""
 
     def __init__(self, model: nn.Module, max_batch: int = 1, max_len: int | None = None,
                  device: str | torch.device = "cpu", use_cache: bool = True, compile: bool | str = False,
@@ -200,8 +199,9 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         """What decodes: weights dtype, whether the step is compiled (False again after a fallback),
         rows, context, and how many linear weights are kept transposed (brlm.infer.layout)."""
-        return {"dtype": self.dtype_name, "dtype_choice": self.dtype_record.get("reason"), "compiled": bool(self.compile), "max_batch": self.max_batch,
-                "context": self.max_len, "cache": self.cached, "transposed_weights": len(self.layout_record["transposed"])}
+        return {"dtype": self.dtype_name, "dtype_choice": self.dtype_record["reason"], "compiled": bool(self.compile),
+                "max_batch": self.max_batch, "context": self.max_len, "cache": self.cached,
+                "transposed_weights": len(self.layout_record["transposed"])}
 
     # -- admission and retirement ------------------------------------------------------------
 

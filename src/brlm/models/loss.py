@@ -40,6 +40,12 @@ def default_chunk_rows(vocab_size: int, itemsize: int = 4) -> int:
     return max(16, CHUNK_BYTES // (itemsize * vocab_size))
 
 
+def _matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype the head's matmuls run in: autocast's where it is on (as nn.Linear would), else hidden's."""
+    dev = hidden.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+
+
 def _chunk_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
                         grad_scale: torch.Tensor | None, smoothing: float = 0.0) -> torch.Tensor:
     """Summed loss of one chunk of (at least fp32) `logits` (rows, V). With `grad_scale` (rows,), overwrites
@@ -67,8 +73,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, ignore_index, chunk_rows, smoothing):  # type: ignore[override]
         dev = hidden.device.type
-        # Under autocast the matmuls run in its dtype (as nn.Linear would); softmax stays fp32.
-        cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+        cdt = _matmul_dtype(hidden)  # softmax stays fp32 at least
         acc = torch.promote_types(cdt, torch.float32)  # softmax and sums: fp32 at least
         valid = (targets != ignore_index).to(acc)
         n_valid = valid.sum().clamp(min=1.0)
@@ -132,9 +137,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         if bool(bad.any()):
             raise IndexError(f"target {int(targets[bad][0])} is out of bounds for a vocabulary of {V} "
                              f"(ignore_index={ignore_index})")
-    dev = hidden.device.type
-    cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
-    rows = chunk_rows or default_chunk_rows(V, torch.finfo(cdt).bits // 8)
+    rows = chunk_rows or default_chunk_rows(V, torch.finfo(_matmul_dtype(hidden)).bits // 8)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     if needs_grad:
         return _LinearCrossEntropy.apply(hidden.contiguous(), weight, bias, targets, ignore_index, rows, float(label_smoothing))
