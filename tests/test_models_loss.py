@@ -24,11 +24,12 @@ def _grads(loss, *tensors):
 
 @pytest.mark.parametrize("chunk_rows", [1, 5, 16, 37, 100])  # 37 rows: uneven, exact and oversized chunks
 @pytest.mark.parametrize("bias", [False, True])
-def test_matches_full_logits_loss_and_gradients(chunk_rows, bias):
+@pytest.mark.parametrize("layout", ["row", "col"])  # logits (rows, V) or their transpose (V, rows)
+def test_matches_full_logits_loss_and_gradients(chunk_rows, bias, layout):
     h, w, b, t = _inputs(bias=bias)
     t[::4] = -100  # ignored rows count neither in the sum nor in the mean
     ref = F.cross_entropy(F.linear(h, w, b), t)
-    got = linear_cross_entropy(h, w, t, bias=b, chunk_rows=chunk_rows)
+    got = linear_cross_entropy(h, w, t, bias=b, chunk_rows=chunk_rows, layout=layout)
     assert got.item() == pytest.approx(ref.item(), rel=1e-12)
     for g_ref, g_got in zip(_grads(ref, h, w, b), _grads(got, h, w, b)):
         assert torch.allclose(g_ref, g_got, rtol=1e-10, atol=1e-12)
@@ -70,12 +71,13 @@ def test_tied_weight_gets_both_gradients():
     assert torch.allclose(ref, got, atol=1e-6)
 
 
-def test_bf16_autocast_close_to_fp32():
+@pytest.mark.parametrize("layout", ["row", "col"])
+def test_bf16_autocast_close_to_fp32(layout):
     h, w, _, t = _inputs(n=64, c=16, v=40)
     h, w = h.detach().float().requires_grad_(), w.detach().float().requires_grad_()
     ref = F.cross_entropy(h @ w.t(), t)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = linear_cross_entropy(h, w, t, chunk_rows=16)
+        got = linear_cross_entropy(h, w, t, chunk_rows=16, layout=layout)
     assert got.dtype == torch.float32 and got.item() == pytest.approx(ref.item(), rel=2e-2)
     gh, gw = _grads(got, h, w)
     assert gh.dtype == h.dtype and gw.dtype == w.dtype
@@ -123,16 +125,18 @@ def test_second_order_gradients_fail_loudly():
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 100])
 @pytest.mark.parametrize("bias", [False, True])
-def test_label_smoothing_matches_f_cross_entropy(chunk_rows, bias):
+@pytest.mark.parametrize("layout", ["row", "col"])
+def test_label_smoothing_matches_f_cross_entropy(chunk_rows, bias, layout):
     h, w, b, t = _inputs(bias=bias)
     t[::5] = -100
     ref = F.cross_entropy(F.linear(h, w, b), t, label_smoothing=0.05)
-    got = linear_cross_entropy(h, w, t, bias=b, chunk_rows=chunk_rows, label_smoothing=0.05)
+    got = linear_cross_entropy(h, w, t, bias=b, chunk_rows=chunk_rows, label_smoothing=0.05, layout=layout)
     assert got.item() == pytest.approx(ref.item(), rel=1e-12)
     for g_ref, g_got in zip(_grads(ref, h, w, b), _grads(got, h, w, b)):
         assert torch.allclose(g_ref, g_got, rtol=1e-10, atol=1e-12)
     with torch.no_grad():  # the loss-only path smooths the same way
-        assert linear_cross_entropy(h, w, t, bias=b, chunk_rows=chunk_rows, label_smoothing=0.05).item() == pytest.approx(ref.item())
+        assert linear_cross_entropy(h, w, t, bias=b, chunk_rows=chunk_rows, label_smoothing=0.05,
+                                    layout=layout).item() == pytest.approx(ref.item())
 
 
 def test_models_smooth_only_in_training():
@@ -152,3 +156,86 @@ def test_models_smooth_only_in_training():
         model.eval()
         _, loss = model(x, y)
         assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, 40), y.reshape(-1)).item(), rel=1e-5)
+
+
+@pytest.fixture
+def plans(tmp_path, monkeypatch):
+    """choose_loss_plan with a private cache and this process's decisions reset."""
+    import brlm.models.loss as L
+
+    monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(L, "_plans", {})
+    return L
+
+
+def _fake_times(L, monkeypatch, ms: dict[str, float]) -> list[tuple[bool, int]]:
+    """_time_plan returns ms["row/128"] etc.; records every plan it was asked to time."""
+    asked: list[tuple[bool, int]] = []
+
+    def fake(hidden, weight, bias, targets, col, rows):
+        asked.append((col, rows))
+        return ms[f"{'col' if col else 'row'}/{rows}"] / 1e3
+
+    monkeypatch.setattr(L, "_time_plan", fake)
+    return asked
+
+
+@pytest.mark.parametrize("ms, want", [
+    ({"row/128": 10.0, "row/256": 9.0, "col/128": 8.0, "col/256": 7.0}, ("col", 256)),
+    ({"row/128": 10.0, "row/256": 8.0, "col/128": 8.5, "col/256": 9.6}, ("row", 256)),
+    ({"row/128": 10.0, "row/256": 9.6, "col/128": 9.7, "col/256": 9.8}, ("row", 128)),  # nothing 5 % faster
+])
+def test_loss_plan_follows_the_timings_and_training_uses_it(plans, monkeypatch, ms, want):
+    L = plans
+    V = 8192
+    w = torch.randn(V, 16)
+    _fake_times(L, monkeypatch, ms)
+    rec = L.choose_loss_plan(w, rows=4096)
+    assert (rec["layout"], rec["chunk_rows"]) == want and rec["cached"] is False
+    assert rec["ms"] == ms and rec["rows_timed"] == 512  # 2 chunks of the larger size
+    # The grad path now runs that plan; the no-grad path keeps the row layout in default chunks.
+    seen: list[tuple[int, int]] = []
+    real = L._chunk_softmax_loss
+    monkeypatch.setattr(L, "_chunk_softmax_loss", lambda logits, *a: seen.append(tuple(logits.shape)) or real(logits, *a))
+    h = torch.randn(600, 16, requires_grad=True)
+    t = torch.randint(0, V, (600,))
+    linear_cross_entropy(h, w.requires_grad_(), t)
+    rows = want[1]
+    assert seen[0] == ((V, rows) if want[0] == "col" else (rows, V))
+    seen.clear()
+    with torch.no_grad():
+        linear_cross_entropy(h, w, t)
+    assert seen[0] == (128, V)
+
+
+def test_loss_plan_is_measured_once_per_machine_and_shape(plans, monkeypatch):
+    L = plans
+    w = torch.randn(8192, 16)
+    asked = _fake_times(L, monkeypatch, {"row/128": 10.0, "row/256": 9.0, "col/128": 8.0, "col/256": 7.0})
+    L.choose_loss_plan(w, rows=4096)
+    assert sorted(set(asked)) == [(False, 128), (False, 256), (True, 128), (True, 256)]
+    asked.clear()
+    monkeypatch.setattr(L, "_plans", {})  # a new process on the same machine reads the file
+    again = L.choose_loss_plan(w, rows=4096)
+    assert asked == [] and again["cached"] is True and again["layout"] == "col"
+    # Another shape is another measurement; a step of one chunk only chooses the layout.
+    L.choose_loss_plan(torch.randn(8192, 32), rows=100)
+    assert sorted(set(asked)) == [(False, 128), (True, 128)]
+
+
+def test_loss_plan_not_measured_off_the_cpu_or_for_huge_heads(plans, monkeypatch):
+    L = plans
+    asked = _fake_times(L, monkeypatch, {})
+    rec = L.choose_loss_plan(torch.empty(8192, 16, device="meta"), rows=4096)
+    assert rec["layout"] == "row" and "not measured" in rec["reason"]
+    monkeypatch.setattr(L, "PROBE_FLOPS", 1.0)
+    rec = L.choose_loss_plan(torch.randn(8192, 16), rows=4096)
+    assert rec["layout"] == "row" and "too big" in rec["reason"] and asked == []
+
+
+def test_loss_plan_real_timing_runs_and_bad_layout_is_refused(plans):
+    rec = plans.choose_loss_plan(torch.randn(500, 8), torch.randn(500), rows=64, cache=False)
+    assert rec["layout"] in ("row", "col") and set(rec["ms"]) == {"row/2097", "col/2097"}
+    h, w, _, t = _inputs()
+    with pytest.raises(ValueError, match="layout='diagonal'"):
+        linear_cross_entropy(h, w, t, layout="diagonal")

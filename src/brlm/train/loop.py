@@ -46,6 +46,7 @@ from brlm.models.checkpoint import (
     save_checkpoint,
     update_pointers,
 )
+from brlm.models.loss import choose_loss_plan
 from brlm.models.registry import build_model, flops_per_token
 from brlm.train.distributed import compute_init
 from brlm.train.optim import Plateau, lr_at, make_optimizer
@@ -282,6 +283,11 @@ def train(
     if ddp and rank > 0:
         torch.manual_seed(tc.seed + rank)  # different dropout masks per rank; weights come from rank 0
     optimizer = make_optimizer(model, tc, device.type)
+    # How the fused loss multiplies the head on this machine (logits or their transpose, chunk size):
+    # timed once per machine and shape, outside any compiled graph.
+    head = getattr(model, "lm_head", None) or getattr(model, "head", None)
+    loss_plan = (choose_loss_plan(head.weight, head.bias, amp_dtype, rows=tc.batch_size * mc.block_size)
+                 if isinstance(head, torch.nn.Linear) else None)
     plateau = Plateau(tc.plateau_factor, tc.plateau_patience)
     n_params = model.num_params()
     fpt = flops_per_token(model)
@@ -472,6 +478,7 @@ def train(
         "processes": world,
         "dtype": dtype_name(amp_dtype),
         "dtype_choice": dtype_choice,
+        "loss_plan": loss_plan,
         "compiled": tc.compile,
         "threads": torch.get_num_threads(),
         **peak_memory_mb(device),
