@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from brlm.io.files import write_text
 from brlm.io.machine import cpu_flags, cpu_model
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
@@ -29,7 +30,25 @@ def machine_kind() -> str:
     RESULTS.md table is keyed by (same kind of CPU, same core count, same speed flags)."""
     flags = cpu_flags()
     have = " ".join(f for f in SPEED_FLAGS if f in flags) or "no AVX2"
-    return f"{cpu_model()}, {os.cpu_count()} cores, {have}"
+    return f"{cpu_model()}{amd_generation()}, {os.cpu_count()} cores, {have}"
+
+
+def amd_generation(cpuinfo: str | None = None) -> str:
+    """' Zen 5 (family 26 model 2)' on an AMD CPU, else ''. A VM often names every AMD CPU just
+    'AMD EPYC', and Zen 4 and Zen 5 share the speed flags: the family and model tell them apart."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    fields = dict(re.findall(r"^(vendor_id|cpu family|model)\s*:\s*(\S+)", cpuinfo, flags=re.M))
+    if fields.get("vendor_id") != "AuthenticAMD" or not fields.get("cpu family", "").isdigit():
+        return ""
+    family, model = int(fields["cpu family"]), int(fields.get("model", "0") or 0)
+    zen = {23: "Zen/Zen 2", 26: "Zen 5"}.get(family)
+    if family == 25:
+        zen = "Zen 4" if 0x10 <= model <= 0x1F or 0x60 <= model <= 0x7F or 0xA0 <= model <= 0xAF else "Zen 3"
+    return f" {zen + ' ' if zen else ''}(family {family} model {model})"
 
 
 def check_load(force: bool) -> float:
@@ -82,5 +101,5 @@ def write_table(section: str, title: str, body: str, path: Path = RESULTS) -> No
         nxt = text.find("\n## ", i)
         i = len(text) if nxt < 0 else nxt
         text = text[:i].rstrip() + "\n\n" + block + "\n" + text[i:]
-    path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    write_text(path, text if text.endswith("\n") else text + "\n")  # temporary file, then rename
     print(f"wrote {path} (## {section}, table for {kind})")

@@ -1,6 +1,8 @@
-"""Decode weight layout (brlm.infer.layout): the engine's transposed copies leave the caller's model
-untouched, keep tied weights tied, decode the same tokens, and are chosen by a measurement that is
-cached per machine and shape."""
+"""Decode weight layout (brlm.infer.layout): the engine's transposed and oneDNN-packed copies leave
+the caller's model untouched, keep tied weights tied, decode the same tokens, and are chosen by a
+measurement that is cached per machine and shape."""
+
+import copy
 
 import pytest
 import torch
@@ -130,3 +132,72 @@ def test_weights_off_the_cpu_are_not_timed(cache_dir, monkeypatch):
     assert dm is model and rec["transposed"] == []
     dtype, why = layout.choose_decode_dtype(model, 8, support={"amx_bf16": True, "avx512_bf16": True})
     assert dtype == torch.float32 and why["reason"] == "meta weights: not measured, fp32"
+
+
+needs_packing = pytest.mark.skipif(not layout.packing_available(), reason="this PyTorch has no oneDNN (mkldnn)")
+
+
+@needs_packing
+def test_packed_copy_leaves_the_model_alone_and_keeps_ties():
+    model = tiny_model("gpt")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    dm, rec = layout.decode_layout(model, 4, "packed")
+    assert all(type(m) is not layout.PackedLinear for m in model.modules())  # the caller's tree is untouched
+    assert all(torch.equal(p, before[n]) and p.is_contiguous() for n, p in model.named_parameters())
+    linear = {f"{n}.weight" for n, m in model.named_modules() if type(m) is torch.nn.Linear}
+    assert set(rec["packed"]) == linear and rec["transposed"] == []
+    assert isinstance(dm.lm_head, layout.PackedLinear) and dm.lm_head.weight is dm.wte.weight is model.wte.weight
+    assert rec["bytes"] == sum(model.get_parameter(n).numel() * 4 for n in linear)
+    x = torch.randn(3, 2, model.cfg.n_embd)
+    with torch.inference_mode():  # the packed product is F.linear to float rounding, 3-D input included
+        torch.testing.assert_close(dm.h[0].mlp.c_fc(x), model.h[0].mlp.c_fc(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(copy.deepcopy(dm).lm_head(x), model.lm_head(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_packing
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_packed_engine_decodes_the_same_tokens_eager_and_compiled(arch):
+    model = tiny_model(arch)
+    greedy = make_sampler(0)
+    keep = [ids for ids, _ in Engine(model, max_batch=len(PROMPTS), layout="keep").generate_batch(PROMPTS, 12, greedy)]
+    packed = Engine(model, max_batch=len(PROMPTS), layout="packed")
+    assert packed.describe()["packed_weights"] == len(packed.layout_record["packed"]) > 0
+    assert [ids for ids, _ in packed.generate_batch(PROMPTS, 12, greedy)] == keep
+    if arch == "llama":  # the packed weight reaches the compiled step through a custom op, by key
+        compiled = Engine(model, max_batch=len(PROMPTS), layout="packed", compile=True)
+        assert [ids for ids, _ in compiled.generate_batch(PROMPTS, 12, greedy)] == keep
+        assert compiled.describe()["compiled"]
+
+
+def test_choice_takes_the_fastest_form_at_the_gain(cache_dir, monkeypatch):
+    def fake(w, bias, rows):  # head: packed fastest; w1 and w3 (128 x 32): transposed; wq (32 x 32): packed only 0.95x
+        if w.shape[0] == 97:
+            return {"row": 1.0, "transposed": 0.6, "packed": 0.3}
+        if w.shape[0] == 128:
+            return {"row": 1.0, "transposed": 0.5, "packed": 0.7}
+        return {"row": 1.0, "transposed": 1.2, "packed": 0.95}
+
+    monkeypatch.setattr(layout, "measure", fake)
+    model = tiny_model("llama")
+    dm, rec = layout.decode_layout(model, 8)
+    assert rec["packed"] == ["lm_head.weight"] and isinstance(dm.lm_head, layout.PackedLinear)
+    assert {n for n in rec["transposed"]} == {f"layers.{i}.ffn.{w}.weight" for i in range(2) for w in ("w1", "w3")}
+    assert type(dm.layers[0].attn.wq) is torch.nn.Linear and dm.layers[0].attn.wq.weight.is_contiguous()
+    assert all(s["form"] in ("row", "transposed", "packed") for s in rec["shapes"].values())
+
+
+def test_packed_refused_where_onednn_cannot_pack(monkeypatch):
+    monkeypatch.setattr(layout, "packing_available", lambda dtype=torch.float32: False)
+    with pytest.raises(ValueError, match="layout='packed': needs fp32 or bf16 CPU weights and a PyTorch built with oneDNN"):
+        layout.decode_layout(tiny_model("gpt"), 4, "packed")
+
+
+def test_auto_dtype_compares_each_shape_in_its_fastest_form(cache_dir, monkeypatch):
+    def fake(w, bias, rows):  # bf16 row-major is slower, but bf16 packed beats every fp32 form
+        if w.dtype == torch.bfloat16:
+            return {"row": 2.0, "transposed": 2.0, "packed": 0.4}
+        return {"row": 1.0, "transposed": 1.0, "packed": 0.95}
+
+    monkeypatch.setattr(layout, "measure", fake)
+    dtype, rec = layout.choose_decode_dtype(tiny_model("llama"), 8, support={"amx_bf16": False, "avx512_bf16": True})
+    assert dtype == torch.bfloat16 and "bf16 takes 0.40x the fp32 time" in rec["reason"]

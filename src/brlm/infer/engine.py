@@ -151,9 +151,9 @@ class Engine:
     once, when that fails; `dtype` 'bf16' decodes a bf16 copy of the weights (the model passed in
     is left as it is), 'auto' does so only where the CPU has native bf16 and this model's linear
     layers run faster in bf16 at `max_batch` rows (measured; `dtype_record` says why). `layout`
-    'auto' keeps a transposed copy of the linear weights that multiply `max_batch` rows faster
-    that way on this CPU (brlm.infer.layout; `layout_record` says which), 'keep' decodes with the
-    weights as they are. Prefill stays eager: its shape changes with every prompt."""
+    'auto' keeps a transposed copy, or a copy packed for oneDNN, of each linear weight that
+    multiplies `max_batch` rows faster that way on this CPU (brlm.infer.layout; `layout_record`
+    says which), 'keep' decodes with the weights as they are. Prefill stays eager: its shape changes with every prompt."""
 
     def __init__(self, model: nn.Module, max_batch: int = 1, max_len: int | None = None,
                  device: str | torch.device = "cpu", use_cache: bool = True, compile: bool | str = False,
@@ -198,10 +198,11 @@ class Engine:
 
     def describe(self) -> dict[str, Any]:
         """What decodes: weights dtype, whether the step is compiled (False again after a fallback),
-        rows, context, and how many linear weights are kept transposed (brlm.infer.layout)."""
+        rows, context, and how many linear weights are kept transposed or packed for oneDNN (brlm.infer.layout)."""
         return {"dtype": self.dtype_name, "dtype_choice": self.dtype_record["reason"], "compiled": bool(self.compile),
                 "max_batch": self.max_batch, "context": self.max_len, "cache": self.cached,
-                "transposed_weights": len(self.layout_record["transposed"])}
+                "transposed_weights": len(self.layout_record["transposed"]),
+                "packed_weights": len(self.layout_record["packed"])}
 
     # -- admission and retirement ------------------------------------------------------------
 

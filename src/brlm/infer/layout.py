@@ -1,13 +1,20 @@
-"""Decode weight layout by measurement: which linear weights the engine keeps transposed.
+"""Decode weight layout by measurement: how the engine holds each linear weight it multiplies.
 
-A decode step multiplies a few rows (the batch) by every weight matrix. `F.linear(x, W)` with W
-stored as PyTorch keeps it, (out, in) row-major, reaches a different CPU GEMM kernel than the same
-product with W stored (in, out): on the Intel AMX machine of benchmarks/RESULTS.md, 8 rows times
-an 8192 x 256 fp32 head take 0.59 ms the first way and 0.25 ms the second, while one row takes
-about the same either way, and a 256 x 1024 projection is *slower* transposed. So the engine
-measures, once per machine and shape, both layouts at its own batch size and keeps a transposed
-copy (same values, column-major strides: `W.t().contiguous().t()`) only of the weights that are
-at least 10 % faster that way.
+A decode step multiplies a few rows (the batch) by every weight matrix. The same product reaches
+very different CPU kernels depending on how the weight is held, so the engine measures, once per
+machine and shape, three forms at its own batch size and keeps each weight in the fastest:
+
+* 'row': as PyTorch keeps it, (out, in) row-major: `F.linear`, which on CPU calls MKL's sgemm.
+* 'transposed': a copy with column-major strides (`W.t().contiguous().t()`). On the Intel AMX
+  machine of benchmarks/RESULTS.md, 8 rows times an 8192 x 256 fp32 head take 0.59 ms row-major
+  and 0.25 ms this way; one row the same either way; a 256 x 1024 projection is *slower*.
+* 'packed': a copy reordered once into oneDNN's blocked layout, multiplied by oneDNN
+  (`torch.ops.mkldnn._linear_pointwise`, what inductor uses for frozen bf16 linears). On an AMD
+  EPYC Zen 5, MKL's fp32 GEMMs run AVX2 code (217 GFLOP/s at 2048^3) where oneDNN runs AVX-512
+  (485): 8 rows times the 8192 x 256 head take 391 us row-major and 98 us packed. Each call
+  costs oneDNN ~15 us of fixed overhead, so small products stay with MKL.
+
+A form other than 'row' is kept only when it takes at most 0.9x the row-major time.
 
     model, record = decode_layout(model, rows=8)            # a copy that shares every other tensor
     model, record = decode_layout(model, rows=8, mode="keep")  # the model as it is
@@ -15,8 +22,9 @@ at least 10 % faster that way.
 The model passed in is never changed (a caller may go on training or saving it): relaid weights
 live in a copy of the module tree that shares every other parameter and buffer with it, unless
 `owned=True` (the engine's own bf16 copy), where they are relaid in place. Tied weights (embedding
-and head) stay tied: they are one Parameter, relaid once. The extra memory is the relaid weights'
-bytes; above a quarter of the memory available it keeps the model as it is. Decisions are cached in
+and head) stay tied: they are one Parameter, relaid once; a packed head keeps the Parameter (the
+embedding reads it) beside its packed copy. The extra memory is the relaid weights' bytes; above a
+quarter of the memory available it keeps the model as it is. Decisions are cached in
 `cache_dir()/decode_layout.json` per machine, threads and torch version (io.machine.MachineCache),
 so later engines on the machine decide the same without measuring, unless the machine was busy.
 """
@@ -24,9 +32,11 @@ so later engines on the machine decide the same without measuring, unless the ma
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import time
-from typing import Any
+import weakref
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -34,14 +44,78 @@ import torch.nn.functional as F
 
 from brlm.io.machine import MachineCache, cpu_bf16_support, machine_key
 
-MODES = ("auto", "keep", "transposed")
-GAIN = 0.9  # transposed is kept when it takes at most this share of the row-major time
+MODES = ("auto", "keep", "transposed", "packed")
+FORMS = ("row", "transposed", "packed")
+GAIN = 0.9  # a form other than row-major is kept when it takes at most this share of the row-major time
+CACHE_VERSION = "v2"  # in the cache key: v1 decisions knew two forms
 _decided: dict[str, dict[str, Any]] = {}  # this process's decisions: the same within a process, busy or not
 
 
 def _shape_key(shape: tuple[int, ...], dtype: torch.dtype, bias: bool, rows: int, device: torch.device) -> str:
     dt = str(dtype).replace("torch.", "")
     return f"{dt} {shape[0]}x{shape[1]} bias={int(bias)} rows={rows} {device.type}"
+
+
+# -- the packed form: oneDNN's own layout, multiplied by oneDNN --------------------------------
+
+_PACKED: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+_keys = itertools.count()
+
+
+def packing_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this PyTorch can pack a CPU linear weight for oneDNN (builds with MKLDNN: x86-64
+    Linux and Windows, macOS, aarch64)."""
+    return (dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+@torch.library.custom_op("brlm::packed_linear", mutates_args=())
+def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], key: int) -> torch.Tensor:
+    """F.linear(x, weight, bias) by oneDNN with the packed copy of `weight` registered under `key`.
+    The copy is found by key because a oneDNN-layout tensor cannot pass through a torch.compile
+    graph and an int can; `weight` itself gives the compiled graph its shape."""
+    return torch.ops.mkldnn._linear_pointwise(x, _PACKED[key], bias, "none", [], "")
+
+
+@packed_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], key: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+class PackedLinear(nn.Module):
+    """An nn.Linear for decoding only: the same Parameters (state, ties, shapes) plus a copy of the
+    weight packed for oneDNN at `rows` rows (no autograd: the engine never trains)."""
+
+    def __init__(self, linear: nn.Linear, rows: int):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self.rows = rows
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows)  # held here, found by key
+        self.key = next(_keys)
+        _PACKED[self.key] = self.packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return packed_linear(x, self.weight, self.bias, self.key)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")  # eager: no custom-op dispatch
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "PackedLinear":
+        """A copy packs its own (copied) weight: the packed tensor is not a Parameter."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        lin.weight = copy.deepcopy(self.weight, memo)
+        if self.bias is not None:
+            lin.bias = copy.deepcopy(self.bias, memo)
+        new = PackedLinear(lin, self.rows)
+        new.train(self.training)
+        memo[id(self)] = new
+        return new
+
+
+# -- measurement ---------------------------------------------------------------------------------
 
 
 def _time(fn: Any, reps: int) -> float:
@@ -52,29 +126,45 @@ def _time(fn: Any, reps: int) -> float:
 
 
 def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, float]:
-    """Seconds per F.linear of (rows, in) by w row-major and transposed: best of interleaved rounds."""
+    """Seconds per product of (rows, in) by w in each form (FORMS; 'packed' only where oneDNN can
+    pack w): best of interleaved rounds, each form through the call the engine would make."""
     x = torch.full((rows, w.shape[1]), 0.01, dtype=w.dtype, device=w.device)  # values do not matter; no RNG used
-    wt = w.detach().t().contiguous().t()
     w = w.detach()
     b = bias.detach() if bias is not None else None
+    calls = {"row": lambda: F.linear(x, w, b)}
+    wt = w.t().contiguous().t()
+    calls["transposed"] = lambda: F.linear(x, wt, b)
+    if w.device.type == "cpu" and packing_available(w.dtype):
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
+        lin.weight, lin.bias = nn.Parameter(w, requires_grad=False), (nn.Parameter(b, requires_grad=False) if b is not None else None)
+        packed = PackedLinear(lin, rows)
+        calls["packed"] = lambda: packed(x)
     # Enough calls per round for ~5 ms of work, whatever the size; 7 interleaved rounds.
-    one = _time(lambda: F.linear(x, w, b), 3)
+    one = _time(calls["row"], 3)
     reps = max(3, min(500, int(5e-3 / max(one, 1e-7))))
-    best = {"row": float("inf"), "transposed": float("inf")}
+    best = dict.fromkeys(calls, float("inf"))
     with torch.inference_mode():
+        for fn in calls.values():
+            fn()  # oneDNN creates its primitive on the first call
         for _ in range(7):
-            best["row"] = min(best["row"], _time(lambda: F.linear(x, w, b), reps))
-            best["transposed"] = min(best["transposed"], _time(lambda: F.linear(x, wt, b), reps))
+            for form, fn in calls.items():
+                best[form] = min(best[form], _time(fn, reps))
     return best
 
 
+def _fastest(times: dict[str, float]) -> str:
+    """'row', or the fastest other form where it takes at most GAIN x the row-major time."""
+    form = min((f for f in FORMS if f in times), key=lambda f: times[f])
+    return form if form == "row" or times[form] <= GAIN * times["row"] else "row"
+
+
 def shape_times(m: nn.Linear, rows: int, dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Microseconds per F.linear of m's shape at `rows` rows in `dtype` (default: its own), both
-    layouts, and whether transposed wins: from this process, else the machine's cache, else measured
-    (and cached, unless the machine is busy: load above 1 per core)."""
+    """Microseconds per product of m's shape at `rows` rows in `dtype` (default: its own) in each
+    form, and the form kept: from this process, else the machine's cache, else measured (and
+    cached, unless the machine is busy: load above 1 per core)."""
     dtype = dtype or m.weight.dtype
     key = _shape_key(tuple(m.weight.shape), dtype, m.bias is not None, rows, m.weight.device)
-    full = machine_key(torch.get_num_threads(), "decode_layout", key)
+    full = machine_key(torch.get_num_threads(), f"decode_layout {CACHE_VERSION}", key)
     cpu = m.weight.device.type == "cpu"
     cache = MachineCache("decode_layout.json")
     entry = _decided.get(full) or (cache.get(full) if cpu else None)
@@ -82,8 +172,7 @@ def shape_times(m: nn.Linear, rows: int, dtype: torch.dtype | None = None) -> di
         w = m.weight.detach().to(dtype)
         b = m.bias.detach().to(dtype) if m.bias is not None else None
         t = measure(w, b, rows)
-        entry = {"row_us": round(t["row"] * 1e6, 2), "transposed_us": round(t["transposed"] * 1e6, 2),
-                 "transposed": t["transposed"] <= GAIN * t["row"]}
+        entry = {**{f"{f}_us": round(t[f] * 1e6, 2) for f in FORMS if f in t}, "form": _fastest(t)}
         if cpu and _load_per_core() <= 1.0:
             cache.put(full, entry)
     _decided[full] = entry
@@ -104,31 +193,35 @@ def _available_bytes() -> int | None:
         return None
 
 
-def choose(linears: list[nn.Linear], rows: int, mode: str) -> tuple[set[int], dict[str, Any]]:
-    """ids of the weights to keep transposed, and per shape what was measured (or cached)."""
+def choose(linears: list[nn.Linear], rows: int, mode: str) -> tuple[dict[int, str], dict[str, Any]]:
+    """{id(weight): 'transposed' or 'packed'} for the weights to relay, and per shape what was
+    measured (or cached)."""
     if mode not in MODES:
         raise ValueError(f"layout={mode!r}: expected one of {', '.join(MODES)}")
     if mode == "keep" or not linears:
-        return set(), {}
-    if mode == "transposed":
-        return {id(m.weight) for m in linears}, {}
+        return {}, {}
+    if mode == "packed" and not all(m.weight.device.type == "cpu" and packing_available(m.weight.dtype) for m in linears):
+        raise ValueError("layout='packed': needs fp32 or bf16 CPU weights and a PyTorch built with oneDNN "
+                         "(torch.backends.mkldnn.is_available())")
+    if mode in ("transposed", "packed"):
+        return {id(m.weight): mode for m in linears}, {}
     if any(m.weight.device.type != "cpu" for m in linears):
-        return set(), {}  # timed on the CPU only: a GPU's launches are asynchronous, its GEMMs another matter
+        return {}, {}  # timed on the CPU only: a GPU's launches are asynchronous, its GEMMs another matter
     shapes: dict[str, dict[str, Any]] = {}
-    chosen: set[int] = set()
+    chosen: dict[int, str] = {}
     for m in linears:
         t = shape_times(m, rows)
         shapes[t.pop("key")] = t
-        if t["transposed"]:
-            chosen.add(id(m.weight))
+        if t["form"] != "row":
+            chosen[id(m.weight)] = t["form"]
     return chosen, shapes
 
 
 def choose_decode_dtype(model: nn.Module, rows: int, support: dict[str, bool] | None = None) -> tuple[torch.dtype, dict[str, Any]]:
     """`dtype: auto` for decoding: bf16 weights only where the CPU has native bf16 (AMX or AVX-512
-    BF16) *and* the model's linear layers, at `rows` rows in their faster layout, take at most 0.9×
-    their fp32 time. Small models' matrix-vector products are often slower in bf16 (on the AMX
-    machine of benchmarks/RESULTS.md the 5.3 M-parameter llama decodes at about half the fp32
+    BF16) *and* the model's linear layers, at `rows` rows each in its fastest form, take at most
+    0.9x their fp32 time. Small models' matrix-vector products are often slower in bf16 (on the
+    AMX machine of benchmarks/RESULTS.md the 5.3 M-parameter llama decodes at about half the fp32
     speed); large ones read half the bytes. Returns (dtype, record of the choice)."""
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     if dev.type == "cuda":
@@ -147,7 +240,7 @@ def choose_decode_dtype(model: nn.Module, rows: int, support: dict[str, bool] | 
     for m in linears:
         for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             t = shape_times(m, rows, dt)
-            total[name] += min(t["row_us"], t["transposed_us"])
+            total[name] += t[f"{t['form']}_us"]
     ratio = total["bf16"] / max(total["fp32"], 1e-9)
     chosen = "bf16" if ratio <= GAIN else "fp32"
     return (torch.bfloat16 if chosen == "bf16" else torch.float32,
@@ -157,35 +250,40 @@ def choose_decode_dtype(model: nn.Module, rows: int, support: dict[str, bool] | 
 
 
 def decode_layout(model: nn.Module, rows: int, mode: str = "auto", owned: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """(the model to decode with, a record: mode, relaid weight names, their bytes, per-shape times).
+    """(the model to decode with, a record: mode, relaid weight names per form, their bytes,
+    per-shape times).
 
     2-D weights of nn.Linear modules only (bitsandbytes / quantized linears are other classes and
     stay as they are)."""
     linears = [m for m in model.modules() if type(m) is nn.Linear]
     chosen, shapes = choose(linears, rows, mode)
-    record: dict[str, Any] = {"mode": mode, "rows": rows, "transposed": [], "bytes": 0, "shapes": shapes}
+    record: dict[str, Any] = {"mode": mode, "rows": rows, "transposed": [], "packed": [], "bytes": 0, "shapes": shapes}
     if not chosen:
         return model, record
     nbytes = sum(p.numel() * p.element_size() for p in {id(m.weight): m.weight for m in linears if id(m.weight) in chosen}.values())
     avail = _available_bytes()
     if not owned and avail is not None and nbytes > avail // 4:
-        record["skipped"] = f"a transposed copy needs {nbytes / 2**20:.0f} MiB, more than a quarter of the available memory"
+        record["skipped"] = f"a relaid copy needs {nbytes / 2**20:.0f} MiB, more than a quarter of the available memory"
         return model, record
-    if owned:
-        targets = [m for m in model.modules() if type(m) is nn.Linear and id(m.weight) in chosen]
-    else:
-        # Share every tensor but the chosen weights: deepcopy takes a memo entry as the copy itself.
-        shared = {id(t): t for t in (*model.parameters(), *model.buffers()) if id(t) not in chosen}
+    transposed = {k for k, form in chosen.items() if form == "transposed"}
+    if not owned:
+        # Share every tensor but the weights to transpose: deepcopy takes a memo entry as the copy itself.
+        shared = {id(t): t for t in (*model.parameters(), *model.buffers()) if id(t) not in transposed}
         model = copy.deepcopy(model, dict(shared))
-        targets = [m for m in model.modules() if type(m) is nn.Linear and id(m.weight) not in shared]
+        transposed = {id(m.weight) for m in model.modules() if type(m) is nn.Linear and id(m.weight) not in shared}
     names: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), []).append(name)
-    for mod in targets:
-        if mod.weight.is_contiguous():  # a tied weight is relaid once
-            with torch.no_grad():
-                mod.weight.data = mod.weight.data.t().contiguous().t()
-            record["transposed"].extend(names[id(mod.weight)])
+    for prefix, parent in list(model.named_modules()):
+        for child_name, mod in list(parent.named_children()):
+            if type(mod) is not nn.Linear:
+                continue
+            if id(mod.weight) in transposed and mod.weight.is_contiguous():  # a tied weight is relaid once
+                with torch.no_grad():
+                    mod.weight.data = mod.weight.data.t().contiguous().t()
+                record["transposed"].extend(names[id(mod.weight)])
+            elif chosen.get(id(mod.weight)) == "packed":
+                setattr(parent, child_name, PackedLinear(mod, rows))
+                record["packed"].append(f"{prefix + '.' if prefix else ''}{child_name}.weight")
     record["bytes"] = nbytes
     return model, record
-
