@@ -37,6 +37,7 @@ import brlm.models.gpt
 import brlm.models.llama
 from brlm.config import ModelConfig, RunConfig, TrainConfig
 from brlm.io.logging import JSONLLogger, read_metrics
+from brlm.io.machine import keep_freed_memory
 from brlm.models.registry import build_model, flops_per_token
 from brlm.train.loop import train
 
@@ -51,6 +52,22 @@ def matmul_peak(n: int = 2048, reps: int = 8, dtype: torch.dtype = torch.float32
     for _ in range(reps):
         t = time.perf_counter()
         a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def onednn_fp32_peak(n: int = 2048, reps: int = 8) -> float:
+    """The same product through oneDNN (mkldnn tensors), 0 where this PyTorch has none. Not what
+    PyTorch's fp32 matmul calls on CPU (MKL), but what the hardware can do: on an AMD EPYC Zen 5,
+    MKL runs AVX2 code at ~217 GFLOP/s and oneDNN AVX-512 at ~485."""
+    if not torch.backends.mkldnn.is_available():
+        return 0.0
+    a, b = torch.randn(n, n).to_mkldnn(), torch.randn(n, n).to_mkldnn()
+    torch._C._nn.mkldnn_linear(a, b, None)
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch._C._nn.mkldnn_linear(a, b, None)
         best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return best
 
@@ -147,6 +164,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load = check_load(args.force)
+    # brlm's trainer keeps freed memory (train.cpu_allocator: keep), a process-wide setting: set it
+    # first, so that the HF rounds in this process run with the same allocator.
+    print(f"allocator: {keep_freed_memory()} (both sides)")
 
     peak = matmul_peak()
     print(f"threads {torch.get_num_threads()} | measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
@@ -189,6 +209,8 @@ def main() -> None:
                          *hf_tokens_per_s(arch, args.steps, args.warmup, bf16=True, compile_=True))
     peak = max(peak, matmul_peak())  # again at the end: the best of both counts as the peak
     print(f"measured fp32 matmul peak (best of start and end) {peak / 1e9:.0f} GFLOP/s")
+    dnn_peak = onednn_fp32_peak()
+    print(f"fp32 through oneDNN (not what PyTorch's fp32 matmul calls here): {dnn_peak / 1e9:.0f} GFLOP/s")
     if args.bf16:
         peak_bf16 = max(peak_bf16, matmul_peak(dtype=torch.bfloat16))
         print(f"measured bf16 matmul peak (best of start and end) {peak_bf16 / 1e9:.0f} GFLOP/s")
@@ -218,6 +240,7 @@ def main() -> None:
                  f"{' --bf16' if args.bf16 else ''}{' --hf-compile' if args.hf_compile else ''}"
                  f"{' --no-compile' if args.no_compile else ''}`; {torch.get_num_threads()} threads, torch {torch.__version__}; "
                  f"measured matmul peak fp32 {peak / 1e9:.0f} GFLOP/s" + (f", bf16 {peak_bf16 / 1e9:.0f} GFLOP/s" if args.bf16 else "")
+                 + f" (fp32 through oneDNN, not used by torch.matmul: {dnn_peak / 1e9:.0f} GFLOP/s); both sides with glibc keeping freed memory"
                  + f"; load average {load:.2f} at the start. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
         write_table("Training throughput (bench_train_throughput.py)", "brlm trainer vs HF plain loop", body + notes)
     print(f"\nmachine: {machine_kind()}")

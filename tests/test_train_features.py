@@ -188,3 +188,41 @@ def test_a_stale_low_cpu_peak_is_measured_again(tmp_path, monkeypatch):
     assert again["cached"] is False and again["peak_flops_per_s"] > 1e6
     assert json.loads(path.read_text())[key]["peak_flops_per_s"] == again["peak_flops_per_s"]
     assert first["peak_flops_per_s"] > 1e6
+
+
+_RSS_AFTER_FREE = """
+import sys, torch
+from brlm.io.machine import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()["kept"]
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+x = torch.ones(64 * 2**20)  # 256 MiB, touched
+before = rss()
+del x
+print((before - rss()) / 2**20)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's allocator only")
+def test_kept_allocator_reuses_freed_memory_instead_of_returning_it(tmp_path):
+    """With glibc's defaults a freed 256 MiB tensor goes back to the OS (and faults in again next
+    step); after keep_freed_memory it stays mapped for the next allocation."""
+    import subprocess
+    import sys
+
+    def released(mode):
+        out = subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE, mode], capture_output=True, text=True, check=True)
+        return float(out.stdout.strip())
+
+    assert released("system") > 200
+    assert released("keep") < 50
+
+
+def test_trainer_records_the_cpu_allocator_and_refuses_a_bad_value(tmp_path):
+    s, _ = _run(tmp_path / "system", max_steps=1, cpu_allocator="system")
+    assert s["cpu_allocator"] == {"kept": False, "reason": "asked for"}
+    s, _ = _run(tmp_path / "keep", max_steps=1)
+    assert s["cpu_allocator"]["allocator"] in ("glibc", "system", "unknown") and "kept" in s["cpu_allocator"]
+    with pytest.raises(Exception, match="train.cpu_allocator"):
+        TrainConfig(cpu_allocator="jemalloc")

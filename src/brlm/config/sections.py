@@ -250,6 +250,7 @@ class TrainConfig:
     keep_checkpoints: int = setting(2, "recent checkpoints kept besides the best one; older ones are deleted")
     dtype: str = setting("auto", "'auto' (bf16 autocast on GPUs that support it, and on CPUs with native bf16 where a short probe of the model shows it faster; else fp32), 'fp32' or 'bf16'")
     compile: bool = setting(False, "torch.compile the model for training (slow first steps, faster after)")
+    cpu_allocator: str = setting("keep", "on CPU, 'keep': glibc keeps freed memory for the next step instead of returning it to the OS (no page faults on fresh tensors; resident size stays at its peak); 'system': the allocator's defaults")
     peak_tflops: float = setting(0.0, "hardware peak TFLOP/s per process, for the MFU figure (0 = GPU table or the measured CPU matmul peak)")
 
     def __post_init__(self) -> None:
@@ -280,6 +281,7 @@ class TrainConfig:
         check(self.save_interval >= 0, "train.save_interval", self.save_interval, "an integer >= 0")
         check(self.keep_checkpoints >= 1, "train.keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
         check(self.dtype in ("auto", "fp32", "bf16"), "train.dtype", self.dtype, "'auto', 'fp32' or 'bf16'")
+        check(self.cpu_allocator in ("keep", "system"), "train.cpu_allocator", self.cpu_allocator, "'keep' or 'system'")
         check(self.peak_tflops >= 0, "train.peak_tflops", self.peak_tflops, "a number >= 0")
 
 

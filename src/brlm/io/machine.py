@@ -4,6 +4,7 @@ and which device a run uses. Imports nothing else of brlm except errors (the gro
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import os
 import platform
@@ -95,6 +96,27 @@ def environment() -> dict[str, Any]:
         env["gpu"] = torch.cuda.get_device_name(0)
         env["gpu_count"] = torch.cuda.device_count()
     return env
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> dict[str, Any]:
+    """Ask glibc's allocator to keep the memory a process frees instead of handing it back to the
+    OS: no mmap for large blocks, trimming only above 2 GiB free. A CPU training step allocates
+    and frees the same tensors every step; by default each large one is a fresh mmap whose pages
+    fault in again (zeroed by the kernel), 4-9 % of a bf16 step on an AMD EPYC Zen 5 (5.3 M
+    parameters, batch 16 x 256). The cost: the resident size stays at its peak. Returns a record:
+    {"allocator": "glibc", "kept": True} or why nothing was changed (not Linux, not glibc)."""
+    if not sys.platform.startswith("linux"):
+        return {"allocator": "system", "kept": False, "reason": f"not Linux ({sys.platform})"}
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return {"allocator": "unknown", "kept": False, "reason": "no glibc mallopt (musl or another libc)"}
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    return {"allocator": "glibc", "kept": ok, **({} if ok else {"reason": "mallopt refused"})}
 
 
 def resolve_device(name: str) -> "torch.device":

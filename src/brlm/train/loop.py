@@ -39,6 +39,7 @@ from brlm.errors import BrlmError
 from brlm.eval.intrinsic import evaluate_windows
 from brlm.io.files import write_text
 from brlm.io.logging import JSONLLogger, MetricLogger, NullLogger, format_seconds, info
+from brlm.io.machine import keep_freed_memory
 from brlm.models.checkpoint import (
     latest_good_checkpoint,
     load_train_tensors,
@@ -253,6 +254,9 @@ def train(
     master = rank == 0
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    # CPU: the step's large tensors reuse pages already mapped (io.machine.keep_freed_memory).
+    allocator = (keep_freed_memory() if tc.cpu_allocator == "keep" else {"kept": False, "reason": "asked for"}) \
+        if device.type == "cpu" else {"kept": False, "reason": f"{device.type}: the device's own allocator"}
     # dtype 'auto' may probe the model's speed in fp32 and bf16 (forked RNG, cached per machine).
     amp_dtype, dtype_choice = choose_dtype(tc.dtype, device, probe=lambda: cached_probe(mc, vocab_size))
     if ddp:  # every rank trains in rank 0's choice (their probes could disagree)
@@ -479,6 +483,7 @@ def train(
         "dtype": dtype_name(amp_dtype),
         "dtype_choice": dtype_choice,
         "loss_plan": loss_plan,
+        "cpu_allocator": allocator,
         "compiled": tc.compile,
         "threads": torch.get_num_threads(),
         **peak_memory_mb(device),
