@@ -23,6 +23,16 @@ SENTENCES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_attention_plans():
+    """A trainer run leaves its attention plan in this process (brlm.models.attention): clear it
+    after each test, so a later test's gradients do not depend on which tests ran before."""
+    yield
+    import brlm.models.attention as attention
+
+    attention._plans.clear()
+
+
 def make_corpus_jsonl(path: Path, n_docs: int = 60) -> Path:
     """A small JSONL corpus: each document joins several sentences in a different order."""
     import json

@@ -224,5 +224,6 @@ def test_trainer_records_the_cpu_allocator_and_refuses_a_bad_value(tmp_path):
     assert s["cpu_allocator"] == {"kept": False, "reason": "asked for"}
     s, _ = _run(tmp_path / "keep", max_steps=1)
     assert s["cpu_allocator"]["allocator"] in ("glibc", "system", "unknown") and "kept" in s["cpu_allocator"]
+    assert s["attention_plan"]["form"] in ("fused", "plain") and s["attention_plan"]["dtype"] in ("float32", "bfloat16")
     with pytest.raises(Exception, match="train.cpu_allocator"):
         TrainConfig(cpu_allocator="jemalloc")

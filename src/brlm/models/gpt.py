@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brlm.config import ModelConfig
+from brlm.models.attention import causal_attention
 from brlm.models.cache import KVCache, RowKVCache
 from brlm.models.loss import linear_cross_entropy
 
@@ -44,7 +45,7 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+            y = causal_attention(q, k, v, self.dropout if self.training else 0.0)  # fused kernel or plain ops, by plan
         else:
             k, v, mask, causal = cache.attend(layer, k, v)  # (B, nh, S, hs): every stored position
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)

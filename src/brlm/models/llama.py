@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brlm.config import ModelConfig
+from brlm.models.attention import causal_attention
 from brlm.models.cache import KVCache, RowKVCache
 from brlm.models.loss import linear_cross_entropy
 
@@ -102,14 +103,13 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         # Rotate while contiguous, then heads first for attention: (B, nh, T, hd), (B, nkv, T, hd).
         q, k = apply_rope(q, cos, sin).transpose(1, 2), apply_rope(k, cos, sin).transpose(1, 2)
-        mask, causal = None, True
-        if cache is not None:
+        dropout = self.dropout if self.training else 0.0
+        if cache is None:
+            y = causal_attention(q, k, v, dropout)  # (B, nh, T, hd): fused kernel or plain ops, by plan
+        else:
             k, v, mask, causal = cache.attend(layer, k, v)  # (B, nkv, S, hd): every stored position
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and T > 1,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_head != self.n_head,
-        )  # (B, nh, T, hd)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and T > 1, dropout_p=dropout,
+                                               enable_gqa=self.n_kv_head != self.n_head)
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
 

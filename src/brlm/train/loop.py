@@ -40,6 +40,7 @@ from brlm.eval.intrinsic import evaluate_windows
 from brlm.io.files import write_text
 from brlm.io.logging import JSONLLogger, MetricLogger, NullLogger, format_seconds, info
 from brlm.io.machine import keep_freed_memory
+from brlm.models.attention import choose_attention_plan
 from brlm.models.checkpoint import (
     latest_good_checkpoint,
     load_train_tensors,
@@ -292,6 +293,10 @@ def train(
     head = getattr(model, "lm_head", None) or getattr(model, "head", None)
     loss_plan = (choose_loss_plan(head.weight, head.bias, amp_dtype, rows=tc.batch_size * mc.block_size)
                  if isinstance(head, torch.nn.Linear) else None)
+    # Attention: the fused kernel or plain matmuls + softmax (faster for short bf16 contexts on CPU).
+    attention_plan = (choose_attention_plan(tc.batch_size, mc.n_head, mc.block_size, mc.head_dim, mc.n_layer,
+                                            amp_dtype or torch.float32, device)
+                      if mc.arch != "rnn" else None)
     plateau = Plateau(tc.plateau_factor, tc.plateau_patience)
     n_params = model.num_params()
     fpt = flops_per_token(model)
@@ -483,6 +488,7 @@ def train(
         "dtype": dtype_name(amp_dtype),
         "dtype_choice": dtype_choice,
         "loss_plan": loss_plan,
+        "attention_plan": attention_plan,
         "cpu_allocator": allocator,
         "compiled": tc.compile,
         "threads": torch.get_num_threads(),

@@ -1,0 +1,125 @@
+"""Causal self-attention for training: PyTorch's fused kernel, or three plain ops where they are faster.
+
+`F.scaled_dot_product_attention` on CPU runs a flash-style kernel that never holds the T x T
+scores. For short contexts in bf16 it is slow: on an AMD EPYC Zen 5 (B 16, 4 heads, T 256, head
+64, bf16 autocast) forward + backward take 22 ms, where a bf16 `q @ k.T` (919 GFLOP/s), an fp32
+softmax and a bf16 `p @ v` take 10.5 ms; in fp32 the fused kernel is the faster one. The plain
+form holds the scores for backward (B x H x T x T x 6 bytes per layer), the memory the fused
+kernel saves. So the trainer measures both once per machine and shape (choose_attention_plan,
+cached like the loss plan) and layers take the plain form only where it was chosen:
+
+    y = causal_attention(q, k, v, dropout_p)   # (B, H, T, hd); k, v may have fewer heads (GQA)
+
+Only computations with gradients follow the plan: evaluation and decoding always take the fused
+kernel, so a model scores the same in every process whatever each one measured.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+GAIN = 0.9  # the plain form is taken at most at this share of the fused kernel's time
+_plans: dict[tuple[int, int, str, str], str] = {}  # (T, head_dim, dtype, device) -> "fused" | "plain"
+
+
+def _key(T: int, head_dim: int, dtype: torch.dtype, device: str) -> tuple[int, int, str, str]:
+    return (T, head_dim, str(dtype).replace("torch.", ""), device)
+
+
+def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal attention as q @ k.T (in q's dtype), softmax in fp32, @ v: the fused kernel's result
+    to the rounding of the probabilities to q's dtype. k, v: (B, Hkv, T, hd), Hkv dividing H."""
+    T, hd = q.size(-2), q.size(-1)
+    if k.size(1) != q.size(1):  # grouped-query attention: each kv head serves H / Hkv query heads
+        k, v = (t.repeat_interleave(q.size(1) // k.size(1), dim=1) for t in (k, v))
+    mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1) + mask
+    p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    if dropout_p > 0.0:
+        p = F.dropout(p, dropout_p)
+    return p @ v
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal self-attention over (B, H, T, hd): the plain form where choose_attention_plan chose
+    it for this shape and dtype and gradients are being computed, the fused kernel otherwise."""
+    if (torch.is_grad_enabled() and q.requires_grad
+            and _plans.get(_key(q.size(-2), q.size(-1), q.dtype, q.device.type)) == "plain"):
+        return plain_attention(q, k, v, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
+                                          enable_gqa=k.size(1) != q.size(1))
+
+
+def _time_pair(slices: int, T: int, hd: int, dtype: torch.dtype) -> dict[str, float]:
+    """ms per forward + backward of each form on random (1, slices, T, hd) (its own generator: the
+    global RNG is not touched): warm-up, then the best of 3 interleaved rounds."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, slices, T, hd, generator=g).to(dtype).requires_grad_() for _ in range(3))
+    dy = torch.randn(1, slices, T, hd, generator=g).to(dtype)
+    forms = {"fused": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), "plain": lambda: plain_attention(q, k, v)}
+    best = dict.fromkeys(forms, float("inf"))
+    for form in forms.values():
+        form().backward(dy)
+    for _ in range(3):
+        for name, form in forms.items():
+            t = time.perf_counter()
+            form().backward(dy)
+            best[name] = min(best[name], (time.perf_counter() - t) * 1e3)
+    return {k: round(t, 3) for k, t in best.items()}
+
+
+def choose_attention_plan(batch: int, n_head: int, T: int, head_dim: int, n_layer: int, dtype: torch.dtype,
+                          device: torch.device | str = "cpu", cache: bool = True) -> dict[str, Any]:
+    """Measure (once per machine and shape, kept in cache_dir()/attention_plan.json) whether the
+    plain form takes at most GAIN x the fused kernel's time for forward + backward, and make this
+    process's causal_attention follow the answer. Timed on at most 64 (batch x head) slices: the
+    choice does not depend on how many there are. CPU only; the plain form also needs its scores
+    of every layer (n_layer x batch x n_head x T x T x 6 bytes) to fit in an eighth of the
+    available memory. Returns the record for train.json."""
+    device = torch.device(device)
+    key = _key(T, head_dim, dtype, device.type)
+    rec: dict[str, Any] = {"form": "fused", "dtype": key[2]}
+    _plans.pop(key, None)
+    if device.type != "cpu":
+        return {**rec, "reason": f"{device.type}: the fused kernel (not timed off the CPU)"}
+    scores = n_layer * batch * n_head * T * T * 6
+    avail = _available_bytes()
+    if avail is not None and scores > avail // 8:
+        return {**rec, "reason": f"the plain form's scores would take {scores / 2**20:.0f} MiB"}
+    from brlm.io.machine import MachineCache, machine_key
+
+    slices = max(1, min(batch * n_head, 64))
+    store = MachineCache("attention_plan.json")
+    mkey = machine_key(torch.get_num_threads(), "attention_plan", f"slices{slices} T{T} hd{head_dim} {key[2]}")
+    entry = store.get(mkey) if cache else None
+    if entry is None:
+        ms = _time_pair(slices, T, head_dim, dtype)
+        entry = {"form": "plain" if ms["plain"] <= GAIN * ms["fused"] else "fused", "ms": ms,
+                 "slices_timed": slices, "load_per_core": round(_load_per_core(), 2)}
+        if cache:
+            store.put(mkey, entry)
+        entry = {**entry, "cached": False}
+    else:
+        entry = {**entry, "cached": True}
+    _plans[key] = entry["form"]
+    return {**rec, **entry}
+
+
+def _load_per_core() -> float:
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        return 0.0
+
+
+def _available_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
