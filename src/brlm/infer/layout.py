@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import time
 import weakref
 from typing import Any, Optional
@@ -43,6 +42,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brlm.io.machine import MachineCache, cpu_bf16_support, machine_key
+from brlm.io.machine import available_bytes as _available_bytes  # module names: tests replace them
+from brlm.io.machine import load_per_core as _load_per_core
 
 MODES = ("auto", "keep", "transposed", "packed")
 FORMS = ("row", "transposed", "packed")
@@ -177,20 +178,6 @@ def shape_times(m: nn.Linear, rows: int, dtype: torch.dtype | None = None) -> di
             cache.put(full, entry)
     _decided[full] = entry
     return {"key": key, **entry}
-
-
-def _load_per_core() -> float:
-    try:
-        return os.getloadavg()[0] / (os.cpu_count() or 1)
-    except OSError:
-        return 0.0
-
-
-def _available_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def choose(linears: list[nn.Linear], rows: int, mode: str) -> tuple[dict[int, str], dict[str, Any]]:

@@ -98,6 +98,23 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def load_per_core() -> float:
+    """The 1-minute load average per core (0.0 where the OS does not tell): above ~1 the machine
+    is busy and timings taken now measure contention."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        return 0.0
+
+
+def available_bytes() -> int | None:
+    """Physical memory available now, in bytes (None where the OS does not tell)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 

@@ -17,12 +17,14 @@ kernel, so a model scores the same in every process whatever each one measured.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from brlm.io.machine import available_bytes as _available_bytes
+from brlm.io.machine import load_per_core as _load_per_core
 
 GAIN = 0.9  # the plain form is taken at most at this share of the fused kernel's time
 _plans: dict[tuple[int, int, str, str], str] = {}  # (T, head_dim, dtype, device) -> "fused" | "plain"
@@ -111,15 +113,3 @@ def choose_attention_plan(batch: int, n_head: int, T: int, head_dim: int, n_laye
     return {**rec, **entry}
 
 
-def _load_per_core() -> float:
-    try:
-        return os.getloadavg()[0] / (os.cpu_count() or 1)
-    except OSError:
-        return 0.0
-
-
-def _available_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None

@@ -25,12 +25,13 @@ weight, bias), targets, label_smoothing=ε)` and its gradients to float rounding
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from brlm.io.machine import load_per_core as _load_per_core
 
 IGNORE_INDEX = -100
 CHUNK_BYTES = 4 * 2**20  # logits per chunk in the matmuls' dtype: 4 MB (128 fp32 / 256 bf16 rows at V = 8192)
@@ -265,8 +266,3 @@ def choose_loss_plan(weight: torch.Tensor, bias: torch.Tensor | None = None, dty
     return entry
 
 
-def _load_per_core() -> float:
-    try:
-        return os.getloadavg()[0] / (os.cpu_count() or 1)
-    except OSError:
-        return 0.0

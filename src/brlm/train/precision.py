@@ -18,7 +18,6 @@ go into train.json (`dtype_choice`) and run.json (`train_dtype`).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from typing import Any, Callable
 
@@ -27,6 +26,7 @@ import torch
 from brlm.config import ModelConfig
 from brlm.errors import ConfigError
 from brlm.io.machine import MachineCache, cpu_bf16_support, cpu_model, machine_key
+from brlm.io.machine import load_per_core as _load_per_core
 
 MIN_SPEEDUP = 1.05  # below this, bf16's rounding is not worth it (and the probe's noise is ~ this size)
 PROBE_TOKENS = 512
@@ -66,13 +66,6 @@ def probe_speed(mc: ModelConfig, vocab_size: int, device: torch.device | str = "
             reps += 1
     return {"fp32_s_per_step": best[False], "bf16_s_per_step": best[True], "speedup": best[False] / best[True],
             "tokens_per_step": x.numel(), "repeats": reps, "load_per_core": _load_per_core()}
-
-
-def _load_per_core() -> float | None:
-    try:
-        return os.getloadavg()[0] / (os.cpu_count() or 1)
-    except OSError:
-        return None
 
 
 def probe_key(mc: ModelConfig, vocab_size: int, threads: int) -> str:
