@@ -209,3 +209,70 @@ def test_posttrain_estimate_matches_what_a_peft_llama_saves(tmp_path, method, dr
     chunk = 4 * default_chunk_rows(V) * V  # the fused loss's chunk of logits is transient, not saved
     assert est.terms["activations"] - chunk == pytest.approx(saved, rel=0.10)
     assert est.terms["allocator"] == pytest.approx(0.5 * est.terms["activations"])
+
+
+@pytest.mark.parametrize("arch,dtype,dropout", [("gpt", "fp32", 0.0), ("llama", "fp32", 0.1), ("gpt", "bf16", 0.0),
+                                                ("llama", "bf16", 0.0)])
+def test_plain_attention_memory_matches_what_autograd_saves(arch, dtype, dropout):
+    """What the plain attention form (q·kᵀ, fp32 softmax, ·v) saves beyond PyTorch's fused kernel
+    (its math path with dropout), as estimate_memory counts it, against the tensors autograd saves
+    in the same model run both ways (bf16: under autocast, as the trainer runs it). Not bf16 with
+    dropout: PyTorch's math path then runs in fp32 under CPU autocast, which the "math" count
+    (in the compute dtype) does not model."""
+    import torch
+
+    from brlm.compute.memory import spec_from_config
+    from brlm.config import ModelConfig
+    from brlm.models import attention
+    from brlm.models.registry import build_model
+
+    cfg = ModelConfig(arch=arch, n_layer=2, n_head=2, n_embd=64, block_size=32, dropout=dropout)
+    model = build_model(cfg, 300).train()
+    B, T = 4, 32
+    x = torch.randint(0, 300, (B, T))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    key = attention._key(T, cfg.head_dim, torch.float32 if dtype == "fp32" else torch.bfloat16, "cpu")
+
+    def saved(form):
+        attention._plans[key] = form
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            return _saved_by(lambda: model(x, x), params)
+
+    spec = spec_from_config("t", cfg, 300)
+    reference = "math" if dropout > 0 else "flash"
+    est = {impl: estimate_memory(spec, method="full", dtype=dtype, micro_batch=B, seq_len=T, attention_impl=impl,
+                                 device="cpu", terms=("activations",)).total_bytes for impl in ("plain", reference)}
+    fused = saved("fused")
+    measured = saved("plain") - fused
+    predicted = est["plain"] - est[reference]
+    # With dropout in fp32 the plain form saves what the math path does (0 difference).
+    assert predicted == pytest.approx(measured, rel=0.10, abs=0.01 * fused)
+    if dropout == 0:
+        assert measured > 0.03 * fused  # the T×T probabilities the fused kernel does not keep
+
+
+def test_auto_attention_counts_the_form_training_measured_on_this_machine(tmp_path, monkeypatch):
+    import torch
+
+    from brlm.models import attention
+
+    monkeypatch.setenv("BRLM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(attention, "_time_pair", lambda *a: {"fused": 10.0, "plain": 5.0})
+    spec = resolve_model("demo:tiny")
+    cfg = spec.cfg
+    kw = dict(method="full", dtype="fp32", micro_batch=4, device="cpu")
+    before = estimate_memory(spec, **kw)
+    assert before.settings["attention_impl"] == ("math" if cfg.dropout > 0 else "flash")
+    assert any("no measured plan" in n for n in before.assumptions)
+    # Training measures this shape (here: the plain form wins) and caches it; the estimate follows.
+    rec = attention.choose_attention_plan(4, cfg.n_head, cfg.block_size, cfg.head_dim, cfg.n_layer, torch.float32)
+    assert rec["form"] == "plain"
+    after = estimate_memory(spec, **kw)
+    assert after.settings["attention_impl"] == "plain"
+    assert after.terms["activations"] == estimate_memory(spec, **{**kw, "attention_impl": "plain"}).terms["activations"]
+    assert after.terms["activations"] > estimate_memory(spec, **{**kw, "attention_impl": "flash"}).terms["activations"]
+    # Another dtype, batch or the GPU: nothing measured, or not the CPU's plan.
+    assert estimate_memory(spec, **{**kw, "dtype": "bf16"}).settings["attention_impl"] != "plain"
+    assert estimate_memory(spec, **{**kw, "device": "cuda"}).settings["attention_impl"] == "flash"
+    with pytest.raises(BrlmError, match="--attention"):
+        estimate_memory(spec, **{**kw, "attention_impl": "sdpa"})

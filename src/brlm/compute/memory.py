@@ -200,12 +200,17 @@ def lora_activation_per_token(cfg: ModelConfig, rank: int, targets: str, dropout
 
 
 def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int, attention_impl: str = "flash",
-                                  fused_loss: bool = False, head_trainable: bool = True) -> dict[str, float]:
+                                  fused_loss: bool = False, head_trainable: bool = True, compute_bytes: int = 4) -> dict[str, float]:
     """Saved-for-backward elements per token: per layer (all layers), head (fp32), and mask bytes;
-    plus `head_fixed_bytes`, memory of the fused loss that does not grow with the tokens."""
+    plus `head_fixed_bytes`, memory of the fused loss that does not grow with the tokens. The
+    attention form's T×T part is folded into `layer` for a compute dtype of `compute_bytes`."""
+    from brlm.models.attention import saved_bytes
     from brlm.models.loss import default_chunk_rows
 
-    a = family(cfg.arch).activations(cfg, seq_len, attention_impl)
+    a = dict(family(cfg.arch).activations(cfg, seq_len, attention_impl))
+    if a.get("attention"):
+        scores = saved_bytes(cfg.n_head, cfg.n_embd, seq_len, attention_impl, cfg.dropout, compute_bytes, cfg.kv_heads)
+        a["layer"] += scores["bytes"] / compute_bytes
     if fused_loss:
         # The head weight's gradient (fp32; none when LoRA freezes the head) and one chunk of logits.
         head_fixed = 4.0 * vocab_size * a["head_width"] * head_trainable + 4.0 * default_chunk_rows(vocab_size) * vocab_size
@@ -251,6 +256,35 @@ def _check_choice(name: str, value: str, choices) -> None:
         raise BrlmError(f"{name}={value!r}: expected one of {', '.join(choices)}")
 
 
+ATTENTION_IMPLS = ("auto", "flash", "math", "plain")
+
+
+def _auto_attention(model: ModelSpec, method: str, dtype: str, seq_len: int | None, micro_batch: int,
+                    device: str) -> tuple[str, str | None]:
+    """The attention form a run of this shape would train with, and a note saying why. On CPU the
+    trainer takes the plain form where choose_attention_plan measured it faster on this machine
+    (read from its cache here, not measured); otherwise PyTorch's fused kernel, which has no
+    dropout on CPU and so takes its math path when training with dropout."""
+    cfg = model.cfg
+    if cfg is None or method == "inference" or device != "cpu":
+        return "flash", None
+    if method == "full" and dtype in ("fp32", "bf16"):
+        import torch
+
+        from brlm.models.attention import measured_form
+
+        T = seq_len or cfg.block_size
+        form = measured_form(micro_batch, cfg.n_head, T, cfg.head_dim, cfg.n_layer,
+                             torch.float32 if dtype == "fp32" else torch.bfloat16)
+        if form == "plain":
+            return "plain", "attention: the plain form (q·kᵀ, fp32 softmax, ·v), which training measured faster on this machine"
+        if form is None:
+            note = ("attention: no measured plan for this shape on this machine; where training measures "
+                    "the plain form faster it takes it (estimate with --attention plain for that case)")
+            return ("math" if cfg.dropout > 0 else "flash"), note
+    return ("math" if cfg.dropout > 0 else "flash"), None
+
+
 def estimate_memory(
     model: ModelSpec,
     method: str = "full",
@@ -272,11 +306,10 @@ def estimate_memory(
     _check_choice("--method", method, METHODS)
     _check_choice("--dtype", dtype, tuple(DTYPE_BYTES))
     _check_choice("--optimizer", optimizer, tuple(OPTIMIZER_BYTES))
-    _check_choice("--attention", attention_impl, ("auto", "flash", "math"))
+    _check_choice("--attention", attention_impl, ATTENTION_IMPLS)
+    auto_note = None
     if attention_impl == "auto":
-        # PyTorch's fused CPU attention has no dropout: training with dropout on CPU takes the math path.
-        dropout = model.cfg.dropout if model.cfg is not None else 0.0
-        attention_impl = "math" if device == "cpu" and dropout > 0 and method != "inference" else "flash"
+        attention_impl, auto_note = _auto_attention(model, method, dtype, seq_len, micro_batch, device)
     for name, value in (("--lora-rank", lora_rank), ("--micro-batch", micro_batch)):
         if value < 1:
             raise BrlmError(f"{name}={value}: expected an integer >= 1")
@@ -332,7 +365,7 @@ def estimate_memory(
     act_bytes = bpp  # activations in the compute dtype (for QLoRA: the bf16/fp16 compute dtype)
     if cfg is not None and method != "inference":
         a = activation_elements_per_token(cfg, model.vocab_size, T, attention_impl, model.fused_loss,
-                                          head_trainable=method == "full")
+                                          head_trainable=method == "full", compute_bytes=act_bytes)
         layer, mask_bytes = a["layer"], a["mask_bytes"]
         if method in ("lora", "qlora") and lora_params_override is None:
             extra, extra_masks = lora_activation_per_token(cfg, lora_rank, lora_targets, lora_dropout)
@@ -354,6 +387,8 @@ def estimate_memory(
             out["allocator"] = ALLOCATOR_SHARE * heap
             notes.append(f"CPU: glibc allocator allowance {ALLOCATOR_SHARE:.0%} of the activations held on its heap "
                          "(none with MALLOC_MMAP_THRESHOLD_=131072)")
+        if auto_note:
+            notes.append(auto_note)
         notes.append(f"activations for micro-batch {micro_batch} × {T} tokens, {attention_impl} attention, in {act_bytes} B/element; "
                      + ("chunked head + loss (no full logits)" if model.fused_loss else "logits in fp32"))
     elif method != "inference":

@@ -90,15 +90,10 @@ def choose_attention_plan(batch: int, n_head: int, T: int, head_dim: int, n_laye
     _plans.pop(key, None)
     if device.type != "cpu":
         return {**rec, "reason": f"{device.type}: the fused kernel (not timed off the CPU)"}
-    scores = n_layer * batch * n_head * T * T * 6
-    avail = _available_bytes()
-    if avail is not None and scores > avail // 8:
-        return {**rec, "reason": f"the plain form's scores would take {scores / 2**20:.0f} MiB"}
-    from brlm.io.machine import MachineCache, machine_key
-
-    slices = max(1, min(batch * n_head, 64))
-    store = MachineCache("attention_plan.json")
-    mkey = machine_key(torch.get_num_threads(), "attention_plan", f"slices{slices} T{T} hd{head_dim} {key[2]}")
+    too_big = _scores_too_big(batch, n_head, T, n_layer)
+    if too_big:
+        return {**rec, "reason": too_big}
+    store, mkey, slices = _store_key(batch, n_head, T, head_dim, key[2])
     entry = store.get(mkey) if cache else None
     if entry is None:
         ms = _time_pair(slices, T, head_dim, dtype)
@@ -113,3 +108,54 @@ def choose_attention_plan(batch: int, n_head: int, T: int, head_dim: int, n_laye
     return {**rec, **entry}
 
 
+
+
+def _scores_too_big(batch: int, n_head: int, T: int, n_layer: int) -> str | None:
+    """Why the plain form may not be taken (its scores of every layer would take more than an
+    eighth of the available memory), or None."""
+    scores = n_layer * batch * n_head * T * T * 6
+    avail = _available_bytes()
+    if avail is not None and scores > avail // 8:
+        return f"the plain form's scores would take {scores / 2**20:.0f} MiB"
+    return None
+
+
+def _store_key(batch: int, n_head: int, T: int, head_dim: int, dtype_name: str) -> tuple[Any, str, int]:
+    from brlm.io.machine import MachineCache, machine_key
+
+    slices = max(1, min(batch * n_head, 64))
+    key = machine_key(torch.get_num_threads(), "attention_plan", f"slices{slices} T{T} hd{head_dim} {dtype_name}")
+    return MachineCache("attention_plan.json"), key, slices
+
+
+def measured_form(batch: int, n_head: int, T: int, head_dim: int, n_layer: int, dtype: torch.dtype) -> str | None:
+    """The form a CPU training run of this shape takes on this machine, from what an earlier
+    choose_attention_plan measured ("fused" or "plain"), without measuring; None when nothing was
+    measured for this shape. What `brlm estimate memory --attention auto` counts."""
+    if _scores_too_big(batch, n_head, T, n_layer):
+        return "fused"
+    store, key, _ = _store_key(batch, n_head, T, head_dim, _key(T, head_dim, dtype, "cpu")[2])
+    entry = store.get(key)
+    return entry.get("form") if isinstance(entry, dict) and entry.get("form") in ("fused", "plain") else None
+
+
+def saved_bytes(n_head: int, n_embd: int, T: int, impl: str, dropout: float, compute_bytes: int = 4,
+                kv_heads: int | None = None) -> dict[str, float]:
+    """What one layer's attention saves for backward per token beyond q, k, v and its output
+    (`bytes`), by form, in a compute dtype of `compute_bytes`
+    (4: fp32; 2: bf16 autocast). "flash": nothing (PyTorch's fused kernel keeps only its
+    log-sum-exp). "math" (PyTorch's math path, which the fused call takes on CPU with dropout):
+    the softmax output, with dropout also its mask, kept as a float tensor, and the dropped
+    output. "plain" (plain_attention): the softmax output in fp32 and the probabilities in the
+    compute dtype (the same tensor in fp32), with dropout the float mask and the dropped
+    probabilities instead; with grouped-query attention (kv_heads < n_head) k and v repeated to
+    every head in place of k and v. Its scaled q takes q's place. Checked against what autograd
+    saves in tests/test_compute_memory.py."""
+    keys = n_head * T
+    if impl == "math":
+        return {"bytes": float((3 if dropout > 0 else 1) * keys * compute_bytes)}
+    if impl == "plain":
+        probs = 2 * keys if dropout > 0 else (keys if compute_bytes < 4 else 0)  # mask + dropped, or the cast
+        repeated = 2 * n_embd * (1 - kv_heads / n_head) if kv_heads is not None and kv_heads < n_head else 0
+        return {"bytes": float(4 * keys + (probs + repeated) * compute_bytes)}
+    return {"bytes": 0.0}

@@ -262,14 +262,11 @@ def decoder_activations(cfg: ModelConfig, seq_len: int, attention_impl: str, ffn
     kvd = cfg.kv_heads * cfg.head_dim
     attn = d + d + d + 2 * kvd + d  # norm input, norm output (= q/k/v input), q, k, v, attention output
     layer = float(attn + ffn)
-    if attention_impl == "math":
-        # T keys per query: the softmax output; with dropout also its mask and output (PyTorch's math
-        # path keeps the mask as a float tensor).
-        layer += (3 if cfg.dropout > 0 else 1) * cfg.n_head * seq_len
     # Attention and MLP residual dropout masks, embedding dropout (1 B each).
     masks = float(L * 2 * d + d) if cfg.dropout > 0 else 0.0
-    # Final norm input and output; with the fused loss its input and d(loss)/d(hidden).
-    return {"layer": layer, "head": 2.0 * d, "mask_bytes": masks, "head_width": d}
+    # Final norm input and output; with the fused loss its input and d(loss)/d(hidden). What the
+    # attention form saves besides (the T×T part) is brlm.models.attention.saved_bytes.
+    return {"layer": layer, "head": 2.0 * d, "mask_bytes": masks, "head_width": d, "attention": True}
 
 
 def activations(cfg: ModelConfig, seq_len: int, attention_impl: str) -> dict[str, float]:

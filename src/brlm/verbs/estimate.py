@@ -42,8 +42,9 @@ def _memory_args(p: argparse.ArgumentParser, model_required: bool = True) -> Non
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's context, 2048 for a bare size)")
     p.add_argument("--micro-batch", type=int, default=None, help="sequences per forward/backward pass (default: a preset's train.batch_size, else 1)")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (recompute activations in backward)")
-    p.add_argument("--attention", default="auto", choices=("auto", "flash", "math"),
-                   help="fused attention (no T×T matrix saved), math attention, or auto (math on CPU with dropout)")
+    p.add_argument("--attention", default="auto", choices=("auto", "flash", "math", "plain"),
+                   help="fused attention (no T×T matrix saved), math attention, brlm's plain form (q·kᵀ, fp32 softmax, ·v), "
+                        "or auto (on CPU: the form training measured on this machine, else math with dropout)")
     p.add_argument("--device", default=None, choices=("cuda", "cpu"),
                    help="cuda adds the CUDA context (0.5 GB); cpu adds glibc's allocator allowance (default: cuda; for fits, cuda with --gpu, else cpu)")
     p.add_argument("--overhead-gb", type=float, default=0.0, help="a flat extra (the seeds add 8 GB to 70B QLoRA)")
