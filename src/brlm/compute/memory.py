@@ -209,8 +209,8 @@ def activation_elements_per_token(cfg: ModelConfig, vocab_size: int, seq_len: in
 
     a = dict(family(cfg.arch).activations(cfg, seq_len, attention_impl))
     if a.get("attention"):
-        scores = saved_bytes(cfg.n_head, cfg.n_embd, seq_len, attention_impl, cfg.dropout, compute_bytes, cfg.kv_heads)
-        a["layer"] += scores["bytes"] / compute_bytes
+        a["layer"] += saved_bytes(cfg.n_head, cfg.n_embd, seq_len, attention_impl, cfg.dropout, compute_bytes,
+                                  cfg.kv_heads) / compute_bytes
     if fused_loss:
         # The head weight's gradient (fp32; none when LoRA freezes the head) and one chunk of logits.
         head_fixed = 4.0 * vocab_size * a["head_width"] * head_trainable + 4.0 * default_chunk_rows(vocab_size) * vocab_size
@@ -268,6 +268,7 @@ def _auto_attention(model: ModelSpec, method: str, dtype: str, seq_len: int | No
     cfg = model.cfg
     if cfg is None or method == "inference" or device != "cpu":
         return "flash", None
+    fused = "math" if cfg.dropout > 0 else "flash"
     if method == "full" and dtype in ("fp32", "bf16"):
         import torch
 
@@ -281,8 +282,8 @@ def _auto_attention(model: ModelSpec, method: str, dtype: str, seq_len: int | No
         if form is None:
             note = ("attention: no measured plan for this shape on this machine; where training measures "
                     "the plain form faster it takes it (estimate with --attention plain for that case)")
-            return ("math" if cfg.dropout > 0 else "flash"), note
-    return ("math" if cfg.dropout > 0 else "flash"), None
+            return fused, note
+    return fused, None
 
 
 def estimate_memory(

@@ -108,8 +108,6 @@ def choose_attention_plan(batch: int, n_head: int, T: int, head_dim: int, n_laye
     return {**rec, **entry}
 
 
-
-
 def _scores_too_big(batch: int, n_head: int, T: int, n_layer: int) -> str | None:
     """Why the plain form may not be taken (its scores of every layer would take more than an
     eighth of the available memory), or None."""
@@ -140,10 +138,9 @@ def measured_form(batch: int, n_head: int, T: int, head_dim: int, n_layer: int, 
 
 
 def saved_bytes(n_head: int, n_embd: int, T: int, impl: str, dropout: float, compute_bytes: int = 4,
-                kv_heads: int | None = None) -> dict[str, float]:
-    """What one layer's attention saves for backward per token beyond q, k, v and its output
-    (`bytes`), by form, in a compute dtype of `compute_bytes`
-    (4: fp32; 2: bf16 autocast). "flash": nothing (PyTorch's fused kernel keeps only its
+                kv_heads: int | None = None) -> float:
+    """Bytes one layer's attention saves for backward per token beyond q, k, v and its output, by
+    form, in a compute dtype of `compute_bytes` (4: fp32; 2: bf16 autocast). "flash": nothing (PyTorch's fused kernel keeps only its
     log-sum-exp). "math" (PyTorch's math path, which the fused call takes on CPU with dropout):
     the softmax output, with dropout also its mask, kept as a float tensor, and the dropped
     output. "plain" (plain_attention): the softmax output in fp32 and the probabilities in the
@@ -153,9 +150,9 @@ def saved_bytes(n_head: int, n_embd: int, T: int, impl: str, dropout: float, com
     saves in tests/test_compute_memory.py."""
     keys = n_head * T
     if impl == "math":
-        return {"bytes": float((3 if dropout > 0 else 1) * keys * compute_bytes)}
+        return float((3 if dropout > 0 else 1) * keys * compute_bytes)
     if impl == "plain":
         probs = 2 * keys if dropout > 0 else (keys if compute_bytes < 4 else 0)  # mask + dropped, or the cast
         repeated = 2 * n_embd * (1 - kv_heads / n_head) if kv_heads is not None and kv_heads < n_head else 0
-        return {"bytes": float(4 * keys + (probs + repeated) * compute_bytes)}
-    return {"bytes": 0.0}
+        return float(4 * keys + (probs + repeated) * compute_bytes)
+    return 0.0
