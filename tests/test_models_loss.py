@@ -35,6 +35,26 @@ def test_matches_full_logits_loss_and_gradients(chunk_rows, bias, layout):
         assert torch.allclose(g_ref, g_got, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_confident_wrong_rows_keep_an_exact_finite_loss(dtype):
+    """A target whose probability is far below the dtype's smallest number (a logit gap of 200 in
+    fp32, 1000 in fp64) still gets the exact loss (log-sum-exp, never log of a probability), and
+    its gradient is -1 there."""
+    h, w, _, t = _inputs(n=8, c=4, v=30)
+    gap = 200.0 if dtype == torch.float32 else 1000.0
+    h = h.detach().to(dtype)
+    w = w.detach().to(dtype)
+    w[:, 0] = 0.0
+    w[t[0], 0] = -1.0  # row 0's target sits `gap` below the rest
+    h[0, 0] = gap
+    h, w = h.requires_grad_(), w.requires_grad_()
+    ref = F.cross_entropy(F.linear(h, w), t)
+    got = linear_cross_entropy(h, w, t, chunk_rows=3)
+    assert torch.isfinite(got) and got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for g_ref, g_got in zip(_grads(ref, h, w), _grads(got, h, w)):
+        assert torch.allclose(g_ref, g_got, rtol=1e-5, atol=1e-6)
+
+
 def test_incoming_gradient_scales_the_result():
     """loss / grad_accum, or a weighted sum of losses, must scale the stored gradients."""
     h, w, _, t = _inputs()

@@ -2,10 +2,10 @@
 
 `F.scaled_dot_product_attention` on CPU runs a flash-style kernel that never holds the T x T
 scores. For short contexts in bf16 it is slow: on an AMD EPYC Zen 5 (B 16, 4 heads, T 256, head
-64, bf16 autocast) forward + backward take 22 ms, where a bf16 `q @ k.T` (919 GFLOP/s), an fp32
-softmax and a bf16 `p @ v` take 10.5 ms; in fp32 the fused kernel is the faster one. The plain
-form holds the scores for backward (B x H x T x T x 6 bytes per layer), the memory the fused
-kernel saves. So the trainer measures both once per machine and shape (choose_attention_plan,
+64, bf16 autocast) forward + backward take 22 ms, where a bf16 `q @ k.T` (919 GFLOP/s), a
+softmax and a bf16 `p @ v` take 10.5 ms; in fp32 the fused kernel is often the faster one. The
+plain form holds the probabilities for backward (B x H x T x T in the compute dtype per layer),
+the memory the fused kernel saves. So the trainer measures both once per machine and shape (choose_attention_plan,
 cached like the loss plan) and layers take the plain form only where it was chosen:
 
     y = causal_attention(q, k, v, dropout_p)   # (B, H, T, hd); k, v may have fewer heads (GQA)
@@ -35,14 +35,21 @@ def _key(T: int, head_dim: int, dtype: torch.dtype, device: str) -> tuple[int, i
 
 
 def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-    """Causal attention as q @ k.T (in q's dtype), softmax in fp32, @ v: the fused kernel's result
-    to the rounding of the probabilities to q's dtype. k, v: (B, Hkv, T, hd), Hkv dividing H."""
+    """Causal attention as q @ k.T, softmax, @ v, all in q's dtype: the fused kernel's result to
+    the rounding of the probabilities to q's dtype. k, v: (B, Hkv, T, hd), Hkv dividing H.
+
+    A bf16 softmax on CPU sums and divides in fp32 and rounds once on the way out, so its output
+    equals `softmax(scores.float()).to(bf16)` bit for bit; its backward reads the bf16
+    probabilities. Going through an fp32 copy instead (as Hugging Face's eager attention does) costs
+    four extra passes over B x H x T x T values and 4 more bytes per score kept for backward: on an
+    AMD EPYC Zen 4, 6.9 against 2.7 ms per layer (B 16 x 4 heads, T 256), for gradients that
+    differ by 0.3 % (bf16 rounding)."""
     T, hd = q.size(-2), q.size(-1)
     if k.size(1) != q.size(1):  # grouped-query attention: each kv head serves H / Hkv query heads
         k, v = (t.repeat_interleave(q.size(1) // k.size(1), dim=1) for t in (k, v))
     mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
     scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1) + mask
-    p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    p = torch.softmax(scores, dim=-1)  # CPU autocast keeps softmax in the input's dtype
     if dropout_p > 0.0:
         p = F.dropout(p, dropout_p)
     return p @ v
@@ -82,7 +89,7 @@ def choose_attention_plan(batch: int, n_head: int, T: int, head_dim: int, n_laye
     plain form takes at most GAIN x the fused kernel's time for forward + backward, and make this
     process's causal_attention follow the answer. Timed on at most 64 (batch x head) slices: the
     choice does not depend on how many there are. CPU only; the plain form also needs its scores
-    of every layer (n_layer x batch x n_head x T x T x 6 bytes) to fit in an eighth of the
+    of every layer (n_layer x batch x n_head x T x T x 4 bytes, in fp32) to fit in an eighth of the
     available memory. Returns the record for train.json."""
     device = torch.device(device)
     key = _key(T, head_dim, dtype, device.type)
@@ -111,7 +118,7 @@ def choose_attention_plan(batch: int, n_head: int, T: int, head_dim: int, n_laye
 def _scores_too_big(batch: int, n_head: int, T: int, n_layer: int) -> str | None:
     """Why the plain form may not be taken (its scores of every layer would take more than an
     eighth of the available memory), or None."""
-    scores = n_layer * batch * n_head * T * T * 6
+    scores = n_layer * batch * n_head * T * T * 4  # the probabilities in fp32; half that in bf16
     avail = _available_bytes()
     if avail is not None and scores > avail // 8:
         return f"the plain form's scores would take {scores / 2**20:.0f} MiB"
@@ -122,7 +129,7 @@ def _store_key(batch: int, n_head: int, T: int, head_dim: int, dtype_name: str) 
     from brlm.io.machine import MachineCache, machine_key
 
     slices = max(1, min(batch * n_head, 64))
-    key = machine_key(torch.get_num_threads(), "attention_plan", f"slices{slices} T{T} hd{head_dim} {dtype_name}")
+    key = machine_key(torch.get_num_threads(), "attention_plan", f"slices{slices} T{T} hd{head_dim} {dtype_name} softmax-in-dtype")
     return MachineCache("attention_plan.json"), key, slices
 
 
@@ -143,16 +150,15 @@ def saved_bytes(n_head: int, n_embd: int, T: int, impl: str, dropout: float, com
     form, in a compute dtype of `compute_bytes` (4: fp32; 2: bf16 autocast). "flash": nothing (PyTorch's fused kernel keeps only its
     log-sum-exp). "math" (PyTorch's math path, which the fused call takes on CPU with dropout):
     the softmax output, with dropout also its mask, kept as a float tensor, and the dropped
-    output. "plain" (plain_attention): the softmax output in fp32 and the probabilities in the
-    compute dtype (the same tensor in fp32), with dropout the float mask and the dropped
-    probabilities instead; with grouped-query attention (kv_heads < n_head) k and v repeated to
-    every head in place of k and v. Its scaled q takes q's place. Checked against what autograd
-    saves in tests/test_compute_memory.py."""
+    output. "plain" (plain_attention): the probabilities in the compute dtype (read by the
+    softmax's and the product's backward alike), with dropout also the float mask and the dropped
+    probabilities; with grouped-query attention (kv_heads < n_head) k and v repeated to every head
+    in place of k and v. Its scaled q takes q's place. Checked against what autograd saves in
+    tests/test_compute_memory.py."""
     keys = n_head * T
     if impl == "math":
         return float((3 if dropout > 0 else 1) * keys * compute_bytes)
     if impl == "plain":
-        probs = 2 * keys if dropout > 0 else (keys if compute_bytes < 4 else 0)  # mask + dropped, or the cast
         repeated = 2 * n_embd * (1 - kv_heads / n_head) if kv_heads is not None and kv_heads < n_head else 0
-        return float(4 * keys + (probs + repeated) * compute_bytes)
+        return float(((3 if dropout > 0 else 1) * keys + repeated) * compute_bytes)
     return 0.0
