@@ -201,3 +201,23 @@ def test_auto_dtype_compares_each_shape_in_its_fastest_form(cache_dir, monkeypat
     monkeypatch.setattr(layout, "measure", fake)
     dtype, rec = layout.choose_decode_dtype(tiny_model("llama"), 8, support={"amx_bf16": False, "avx512_bf16": True})
     assert dtype == torch.bfloat16 and "bf16 takes 0.40x the fp32 time" in rec["reason"]
+
+
+def test_measure_reads_each_weight_cold_by_cycling_through_copies(monkeypatch):
+    """Each form is timed over COLD_BYTES worth of copies of the weight, taken in turn (as a decode
+    step streams every weight once), not on one weight that stays in cache."""
+    w, b = torch.randn(64, 32), torch.randn(64)
+    monkeypatch.setattr(layout, "COLD_BYTES", 5 * w.numel() * w.element_size())  # 5 copies
+    seen: list[int] = []
+    real = torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda x, wt, bias=None: seen.append(wt.data_ptr()) or real(x, wt, bias))
+    times = layout.measure(w, b, rows=8)
+    assert set(times) >= {"row", "transposed"} and all(0 < t < 1 for t in times.values())
+    # row and transposed copies: 5 distinct weights each, every one used equally often (6 passes)
+    assert len(set(seen)) == 10 and all(seen.count(p) == 6 for p in set(seen))
+    assert w.data_ptr() not in seen  # copies, never the caller's weight (which may be hot)
+    big = torch.randn(64, 32)
+    monkeypatch.setattr(layout, "COLD_BYTES", big.numel() * big.element_size())  # the weight alone fills it
+    seen.clear()
+    layout.measure(big, None, rows=1)
+    assert big.data_ptr() in seen  # not copied: one pass over it is already cold

@@ -32,6 +32,7 @@ so later engines on the machine decide the same without measuring, unless the ma
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import time
 import weakref
@@ -48,7 +49,7 @@ from brlm.io.machine import load_per_core as _load_per_core
 MODES = ("auto", "keep", "transposed", "packed")
 FORMS = ("row", "transposed", "packed")
 GAIN = 0.9  # a form other than row-major is kept when it takes at most this share of the row-major time
-CACHE_VERSION = "v2"  # in the cache key: v1 decisions knew two forms
+CACHE_VERSION = "v3"  # in the cache key: v1 decisions knew two forms, v2 timed a weight already in cache
 _decided: dict[str, dict[str, Any]] = {}  # this process's decisions: the same within a process, busy or not
 
 
@@ -119,37 +120,53 @@ class PackedLinear(nn.Module):
 # -- measurement ---------------------------------------------------------------------------------
 
 
-def _time(fn: Any, reps: int) -> float:
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
+COLD_BYTES = 64 * 2**20  # weight copies a measurement cycles through: twice a large L3, so each product reads from memory
 
 
 def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, float]:
     """Seconds per product of (rows, in) by w in each form (FORMS; 'packed' only where oneDNN can
-    pack w): best of interleaved rounds, each form through the call the engine would make."""
+    pack w, and for more than one row): best of interleaved rounds, each form through the call the
+    engine would make. One row is a matrix-vector product that the other forms read at memory
+    speed, where oneDNN adds a fixed cost per call that a product timed alone hides: on an AMD
+    EPYC Zen 4, packing llama's 256 x 704 down-projections, timed at 0.9x row-major alone, made
+    batch-1 decoding slower (231 against 262 tokens/s eager, 338 against 373 compiled).
+
+    Each product reads a weight that is not in cache, as in decoding, where a step streams every
+    weight of the model once: the forms are timed on enough copies of w (COLD_BYTES in all),
+    taken in turn, that none is still cached when its turn comes again. Timing one hot weight
+    chose wrong: on an AMD EPYC Zen 4 (32 MB L3 shared with other tenants) hot products of 8 rows
+    by 256 x 1024 took 78 us row-major against 72 packed, and the whole batch-8 gpt step, 4.8-6.7
+    ms with the weights so chosen, took 3.8-4.5 ms with every weight packed."""
     x = torch.full((rows, w.shape[1]), 0.01, dtype=w.dtype, device=w.device)  # values do not matter; no RNG used
     w = w.detach()
     b = bias.detach() if bias is not None else None
-    calls = {"row": lambda: F.linear(x, w, b)}
-    wt = w.t().contiguous().t()
-    calls["transposed"] = lambda: F.linear(x, wt, b)
-    if w.device.type == "cpu" and packing_available(w.dtype):
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
-        lin.weight, lin.bias = nn.Parameter(w, requires_grad=False), (nn.Parameter(b, requires_grad=False) if b is not None else None)
-        packed = PackedLinear(lin, rows)
-        calls["packed"] = lambda: packed(x)
-    # Enough calls per round for ~5 ms of work, whatever the size; 7 interleaved rounds.
-    one = _time(calls["row"], 3)
-    reps = max(3, min(500, int(5e-3 / max(one, 1e-7))))
+    n = max(1, min(1024, COLD_BYTES // max(1, w.numel() * w.element_size())))
+    ws = [w] if n == 1 else [w.clone() for _ in range(n)]  # a weight of COLD_BYTES or more is never cached
+    calls = {"row": [functools.partial(F.linear, x, wi, b) for wi in ws],
+             "transposed": [functools.partial(F.linear, x, wi.t().contiguous().t(), b) for wi in ws]}
+    if rows > 1 and w.device.type == "cpu" and packing_available(w.dtype):
+        packed = []
+        for wi in ws:
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
+            lin.weight = nn.Parameter(wi, requires_grad=False)
+            lin.bias = nn.Parameter(b, requires_grad=False) if b is not None else None
+            packed.append(PackedLinear(lin, rows))
+        calls["packed"] = [functools.partial(m, x) for m in packed]
+    del ws  # the row form's closures keep their copies
+
+    def one_pass(fns: list[Any]) -> float:  # seconds per product over every copy once
+        t = time.perf_counter()
+        for fn in fns:
+            fn()
+        return (time.perf_counter() - t) / len(fns)
+
     best = dict.fromkeys(calls, float("inf"))
     with torch.inference_mode():
-        for fn in calls.values():
-            fn()  # oneDNN creates its primitive on the first call
-        for _ in range(7):
-            for form, fn in calls.items():
-                best[form] = min(best[form], _time(fn, reps))
+        for fns in calls.values():
+            one_pass(fns)  # oneDNN creates its primitive on the first call; pages fault in
+        for _ in range(5):
+            for form, fns in calls.items():
+                best[form] = min(best[form], one_pass(fns))
     return best
 
 
