@@ -221,3 +221,13 @@ def test_measure_reads_each_weight_cold_by_cycling_through_copies(monkeypatch):
     seen.clear()
     layout.measure(big, None, rows=1)
     assert big.data_ptr() in seen  # not copied: one pass over it is already cold
+
+
+@pytest.mark.parametrize("packed,want", [(0.85, "transposed"), (0.5, "packed")])
+def test_one_row_packs_only_on_a_clear_lead(cache_dir, monkeypatch, packed, want):
+    """At one row the packed form must take <= 0.75x the best other form (a marginal lead timed
+    alone turned into a loss in the model); at 8 rows the same times pack."""
+    monkeypatch.setattr(layout, "measure", lambda w, b, rows: {"row": 1.0, "transposed": 0.8, "packed": packed * 0.8})
+    m = torch.nn.Linear(32, 97)
+    assert layout.shape_times(m, 1)["form"] == want
+    assert layout.shape_times(m, 8)["form"] == "packed"

@@ -125,11 +125,7 @@ COLD_BYTES = 64 * 2**20  # weight copies a measurement cycles through: twice a l
 
 def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, float]:
     """Seconds per product of (rows, in) by w in each form (FORMS; 'packed' only where oneDNN can
-    pack w, and for more than one row): best of interleaved rounds, each form through the call the
-    engine would make. One row is a matrix-vector product that the other forms read at memory
-    speed, where oneDNN adds a fixed cost per call that a product timed alone hides: on an AMD
-    EPYC Zen 4, packing llama's 256 x 704 down-projections, timed at 0.9x row-major alone, made
-    batch-1 decoding slower (231 against 262 tokens/s eager, 338 against 373 compiled).
+    pack w): best of interleaved rounds, each form through the call the engine would make.
 
     Each product reads a weight that is not in cache, as in decoding, where a step streams every
     weight of the model once: the forms are timed on enough copies of w (COLD_BYTES in all),
@@ -144,7 +140,7 @@ def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, 
     ws = [w] if n == 1 else [w.clone() for _ in range(n)]  # a weight of COLD_BYTES or more is never cached
     calls = {"row": [functools.partial(F.linear, x, wi, b) for wi in ws],
              "transposed": [functools.partial(F.linear, x, wi.t().contiguous().t(), b) for wi in ws]}
-    if rows > 1 and w.device.type == "cpu" and packing_available(w.dtype):
+    if w.device.type == "cpu" and packing_available(w.dtype):
         packed = []
         for wi in ws:
             lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
@@ -170,8 +166,20 @@ def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, 
     return best
 
 
-def _fastest(times: dict[str, float]) -> str:
-    """'row', or the fastest other form where it takes at most GAIN x the row-major time."""
+PACKED_ONE_ROW_GAIN = 0.75  # one row: the packed form only at this share of the fastest other form
+
+
+def _fastest(times: dict[str, float], rows: int) -> str:
+    """'row', or the fastest other form where it takes at most GAIN x the row-major time. For one
+    row the packed form needs a clear lead (PACKED_ONE_ROW_GAIN x the best other form): a
+    matrix-vector product is read at memory speed by the other forms, and oneDNN's fixed cost per
+    call weighs more in a model than in a product timed alone. On an AMD EPYC Zen 4, packing
+    llama's 256 x 704 down-projections, timed at 0.9x row-major, made batch-1 decoding slower (231
+    against 262 tokens/s eager, 338 against 373 compiled)."""
+    if rows == 1 and "packed" in times:
+        others = min(t for f, t in times.items() if f != "packed")
+        if times["packed"] > PACKED_ONE_ROW_GAIN * others:
+            times = {f: t for f, t in times.items() if f != "packed"}
     form = min((f for f in FORMS if f in times), key=lambda f: times[f])
     return form if form == "row" or times[form] <= GAIN * times["row"] else "row"
 
@@ -190,7 +198,7 @@ def shape_times(m: nn.Linear, rows: int, dtype: torch.dtype | None = None) -> di
         w = m.weight.detach().to(dtype)
         b = m.bias.detach().to(dtype) if m.bias is not None else None
         t = measure(w, b, rows)
-        entry = {**{f"{f}_us": round(t[f] * 1e6, 2) for f in FORMS if f in t}, "form": _fastest(t)}
+        entry = {**{f"{f}_us": round(t[f] * 1e6, 2) for f in FORMS if f in t}, "form": _fastest(t, rows)}
         if cpu and _load_per_core() <= 1.0:
             cache.put(full, entry)
     _decided[full] = entry
