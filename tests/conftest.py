@@ -23,6 +23,17 @@ SENTENCES = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache_dir(tmp_path_factory):
+    """brlm keeps what it measures per machine (CPU peak, loss / attention / decode-layout plans,
+    dtype probes) in cache_dir(). Tests measure tiny shapes: point the cache at a folder of this
+    session (CLI subprocesses inherit it), so a test run neither reads a developer's decisions nor
+    leaves its own in ~/.cache/brlm. Tests that need an empty cache still set their own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BRLM_CACHE_DIR", str(tmp_path_factory.mktemp("brlm-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_attention_plans():
     """A trainer run leaves its attention plan in this process (brlm.models.attention): clear it
