@@ -278,7 +278,7 @@ def _auto_attention(model: ModelSpec, method: str, dtype: str, seq_len: int | No
         form = measured_form(micro_batch, cfg.n_head, T, cfg.head_dim, cfg.n_layer,
                              torch.float32 if dtype == "fp32" else torch.bfloat16)
         if form == "plain":
-            return "plain", "attention: the plain form (q·kᵀ, fp32 softmax, ·v), which training measured faster on this machine"
+            return "plain", "attention: the plain form (q·kᵀ, softmax, ·v in the compute dtype), which training measured faster on this machine"
         if form is None:
             note = ("attention: no measured plan for this shape on this machine; where training measures "
                     "the plain form faster it takes it (estimate with --attention plain for that case)")

@@ -43,7 +43,7 @@ def _memory_args(p: argparse.ArgumentParser, model_required: bool = True) -> Non
     p.add_argument("--micro-batch", type=int, default=None, help="sequences per forward/backward pass (default: a preset's train.batch_size, else 1)")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (recompute activations in backward)")
     p.add_argument("--attention", default="auto", choices=("auto", "flash", "math", "plain"),
-                   help="fused attention (no T×T matrix saved), math attention, brlm's plain form (q·kᵀ, fp32 softmax, ·v), "
+                   help="fused attention (no T×T matrix saved), math attention, brlm's plain form (q·kᵀ, softmax, ·v), "
                         "or auto (on CPU: the form training measured on this machine, else math with dropout)")
     p.add_argument("--device", default=None, choices=("cuda", "cpu"),
                    help="cuda adds the CUDA context (0.5 GB); cpu adds glibc's allocator allowance (default: cuda; for fits, cuda with --gpu, else cpu)")
