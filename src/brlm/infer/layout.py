@@ -121,6 +121,7 @@ class PackedLinear(nn.Module):
 
 
 COLD_BYTES = 64 * 2**20  # weight copies a measurement cycles through: twice a large L3, so each product reads from memory
+MAX_COPIES = 1024  # tiny weights: this many copies at most (they are cheap to read from anywhere)
 
 
 def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, float]:
@@ -128,15 +129,15 @@ def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, 
     pack w): best of interleaved rounds, each form through the call the engine would make.
 
     Each product reads a weight that is not in cache, as in decoding, where a step streams every
-    weight of the model once: the forms are timed on enough copies of w (COLD_BYTES in all),
-    taken in turn, that none is still cached when its turn comes again. Timing one hot weight
-    chose wrong: on an AMD EPYC Zen 4 (32 MB L3 shared with other tenants) hot products of 8 rows
+    weight of the model once: the forms are timed on enough copies of w (COLD_BYTES in all, at
+    most MAX_COPIES), taken in turn, that none is still cached when its turn comes again. Timing
+    one hot weight chose wrong: on an AMD EPYC Zen 4 (32 MB L3 shared with other tenants) hot products of 8 rows
     by 256 x 1024 took 78 us row-major against 72 packed, and the whole batch-8 gpt step, 4.8-6.7
     ms with the weights so chosen, took 3.8-4.5 ms with every weight packed."""
     x = torch.full((rows, w.shape[1]), 0.01, dtype=w.dtype, device=w.device)  # values do not matter; no RNG used
     w = w.detach()
     b = bias.detach() if bias is not None else None
-    n = max(1, min(1024, COLD_BYTES // max(1, w.numel() * w.element_size())))
+    n = max(1, min(MAX_COPIES, COLD_BYTES // max(1, w.numel() * w.element_size())))
     ws = [w] if n == 1 else [w.clone() for _ in range(n)]  # a weight of COLD_BYTES or more is never cached
     calls = {"row": [functools.partial(F.linear, x, wi, b) for wi in ws],
              "transposed": [functools.partial(F.linear, x, wi.t().contiguous().t(), b) for wi in ws]}
@@ -148,7 +149,6 @@ def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, 
             lin.bias = nn.Parameter(b, requires_grad=False) if b is not None else None
             packed.append(PackedLinear(lin, rows))
         calls["packed"] = [functools.partial(m, x) for m in packed]
-    del ws  # the row form's closures keep their copies
 
     def one_pass(fns: list[Any]) -> float:  # seconds per product over every copy once
         t = time.perf_counter()

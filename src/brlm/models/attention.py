@@ -5,8 +5,9 @@ scores. For short contexts in bf16 it is slow: on an AMD EPYC Zen 5 (B 16, 4 hea
 64, bf16 autocast) forward + backward take 22 ms, where a bf16 `q @ k.T` (919 GFLOP/s), a
 softmax and a bf16 `p @ v` take 10.5 ms; in fp32 the fused kernel is often the faster one. The
 plain form holds the probabilities for backward (B x H x T x T in the compute dtype per layer),
-the memory the fused kernel saves. So the trainer measures both once per machine and shape (choose_attention_plan,
-cached like the loss plan) and layers take the plain form only where it was chosen:
+the memory the fused kernel saves. So the trainer measures both once per machine and shape
+(choose_attention_plan, cached like the loss plan) and layers take the plain form only where it
+was chosen:
 
     y = causal_attention(q, k, v, dropout_p)   # (B, H, T, hd); k, v may have fewer heads (GQA)
 
