@@ -84,6 +84,40 @@ def test_choice_follows_the_measurement_and_is_cached_per_machine(cache_dir, mon
     assert len(calls) == 2 * len(shapes)
 
 
+def test_cpu_kind_tells_apart_cpus_that_share_a_model_name():
+    from brlm.io.machine import cpu_kind
+
+    zen3 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n\n"
+    zen4 = zen3.replace("model\t\t: 1", "model\t\t: 17")
+    assert cpu_kind(zen3) == "AMD EPYC (family 25 model 1)"
+    assert cpu_kind(zen4) == "AMD EPYC (family 25 model 17)"
+    assert cpu_kind("model name\t: Apple M2\n") == "Apple M2"  # no family / model: the name alone
+
+
+def test_another_cpu_kind_under_the_same_name_measures_again(cache_dir, monkeypatch):
+    """A cache folder shared by a cluster's nodes (an NFS home): a Zen 4's layout choices are not
+    handed to a Zen 3 that the VM names the same 'AMD EPYC'."""
+    from brlm.io import machine
+
+    calls = []
+
+    def fake(w, bias, rows):
+        calls.append(tuple(w.shape))
+        return {"row": 1.0, "transposed": 0.5}
+
+    monkeypatch.setattr(layout, "measure", fake)
+    monkeypatch.setattr(machine, "cpu_kind", lambda: "AMD EPYC (family 25 model 17)")
+    layout.decode_layout(tiny_model("llama"), 8)
+    first = len(calls)
+    monkeypatch.setattr(layout, "_decided", {})  # a new process ...
+    layout.decode_layout(tiny_model("llama"), 8)
+    assert len(calls) == first  # ... on the same kind reads the cache
+    monkeypatch.setattr(layout, "_decided", {})
+    monkeypatch.setattr(machine, "cpu_kind", lambda: "AMD EPYC (family 25 model 1)")
+    layout.decode_layout(tiny_model("llama"), 8)
+    assert len(calls) == 2 * first  # ... on another kind measures for itself
+
+
 def test_busy_machine_decides_for_this_process_only(cache_dir, monkeypatch):
     monkeypatch.setattr(layout, "_load_per_core", lambda: 1.5)
     monkeypatch.setattr(layout, "measure", lambda w, b, r: {"row": 1.0, "transposed": 0.1})

@@ -97,6 +97,17 @@ class PackedLinear(nn.Module):
         self.key = next(_keys)
         _PACKED[self.key] = self.packed
 
+    @classmethod
+    def of(cls, weight: nn.Parameter | torch.Tensor, bias: nn.Parameter | torch.Tensor | None, rows: int) -> "PackedLinear":
+        """A PackedLinear over these tensors (made Parameters without grad where they are not
+        Parameters yet), with no nn.Linear of its own allocated."""
+        def param(t: torch.Tensor) -> nn.Parameter:
+            return t if isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
+        lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+        lin.weight = param(weight)
+        lin.bias = param(bias) if bias is not None else None
+        return cls(lin, rows)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling():
             return packed_linear(x, self.weight, self.bias, self.key)
@@ -107,11 +118,8 @@ class PackedLinear(nn.Module):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "PackedLinear":
         """A copy packs its own (copied) weight: the packed tensor is not a Parameter."""
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-        lin.weight = copy.deepcopy(self.weight, memo)
-        if self.bias is not None:
-            lin.bias = copy.deepcopy(self.bias, memo)
-        new = PackedLinear(lin, self.rows)
+        bias = copy.deepcopy(self.bias, memo) if self.bias is not None else None
+        new = PackedLinear.of(copy.deepcopy(self.weight, memo), bias, self.rows)
         new.train(self.training)
         memo[id(self)] = new
         return new
@@ -142,13 +150,7 @@ def measure(w: torch.Tensor, bias: torch.Tensor | None, rows: int) -> dict[str, 
     calls = {"row": [functools.partial(F.linear, x, wi, b) for wi in ws],
              "transposed": [functools.partial(F.linear, x, wi.t().contiguous().t(), b) for wi in ws]}
     if w.device.type == "cpu" and packing_available(w.dtype):
-        packed = []
-        for wi in ws:
-            lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
-            lin.weight = nn.Parameter(wi, requires_grad=False)
-            lin.bias = nn.Parameter(b, requires_grad=False) if b is not None else None
-            packed.append(PackedLinear(lin, rows))
-        calls["packed"] = [functools.partial(m, x) for m in packed]
+        calls["packed"] = [functools.partial(PackedLinear.of(wi, b, rows), x) for wi in ws]
 
     def one_pass(fns: list[Any]) -> float:  # seconds per product over every copy once
         t = time.perf_counter()

@@ -46,6 +46,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_kind(cpuinfo: str | None = None) -> str:
+    """The CPU model name and, on x86, its family and model numbers: 'AMD EPYC (family 25 model
+    1)'. A VM often names every AMD CPU just 'AMD EPYC' (Zen 3, 4 and 5 alike), and what is
+    measured once per machine (decode layouts, loss and attention plans, peaks) differs between
+    them; a home folder shared by the nodes of a cluster must not hand one kind's choices to another."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return cpu_model()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        name = name.strip()
+        if name in ("model name", "cpu family", "model") and name not in fields:
+            fields[name] = value.strip()
+        if not line.strip() and fields:  # the first processor's block is enough
+            break
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    if fields.get("cpu family", "").isdigit() and fields.get("model", "").isdigit():
+        return f"{model} (family {fields['cpu family']} model {fields['model']})"
+    return model
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
     try:
@@ -195,7 +219,7 @@ class MachineCache:
 
 
 def machine_key(threads: int, *parts: str) -> str:
-    """What a per-machine figure depends on: CPU model, core count, threads, torch, and `parts`."""
+    """What a per-machine figure depends on: CPU kind (cpu_kind), core count, threads, torch, and `parts`."""
     import torch
 
-    return "|".join([cpu_model(), str(os.cpu_count()), f"threads={threads}", *parts, f"torch={torch.__version__}"])
+    return "|".join([cpu_kind(), str(os.cpu_count()), f"threads={threads}", *parts, f"torch={torch.__version__}"])
