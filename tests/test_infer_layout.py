@@ -84,6 +84,16 @@ def test_choice_follows_the_measurement_and_is_cached_per_machine(cache_dir, mon
     assert len(calls) == 2 * len(shapes)
 
 
+def test_bf16_packing_only_where_the_cpu_supports_it():
+    """An AVX2-only CPU (AMD EPYC Zen 3) cannot pack a bf16 weight for oneDNN: the packed form is
+    not offered there, and bf16 decoding keeps the row-major forms (it crashed before)."""
+    if not layout.packing_available():
+        pytest.skip("this PyTorch has no oneDNN (mkldnn)")
+    assert layout.packing_available(torch.bfloat16) == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    times = layout.measure(torch.randn(64, 32).bfloat16(), None, 2)
+    assert ("packed" in times) == layout.packing_available(torch.bfloat16)
+
+
 def test_cpu_kind_tells_apart_cpus_that_share_a_model_name():
     from brlm.io.machine import cpu_kind
 

@@ -65,10 +65,16 @@ _keys = itertools.count()
 
 
 def packing_available(dtype: torch.dtype = torch.float32) -> bool:
-    """Whether this PyTorch can pack a CPU linear weight for oneDNN (builds with MKLDNN: x86-64
-    Linux and Windows, macOS, aarch64)."""
-    return (dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    """Whether this PyTorch can pack a CPU linear weight of `dtype` for oneDNN (builds with MKLDNN:
+    x86-64 Linux and Windows, macOS, aarch64). bf16 also needs the CPU's support: on an AVX2-only
+    AMD EPYC Zen 3, packing a bf16 weight raises ('bf16 path needs the cpu support avx_ne_convert
+    or avx512bw, avx512vl and avx512dq'), so bf16 weights there keep the row-major forms."""
+    available = (dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+                 and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    if available and dtype == torch.bfloat16:
+        supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        available = supported is not None and bool(supported())
+    return available
 
 
 @torch.library.custom_op("brlm::packed_linear", mutates_args=())
