@@ -21,8 +21,10 @@ demo: setup
 	$(VENV)/bin/brlm run demo
 	@echo "relatório (report): runs/demo/report.md e runs/demo/report.html"
 
+# The suite runs on every core (pytest-xdist; at most 4 workers, one thread each: see tests/conftest.py).
+# One worker, as in a debugging session: `.venv/bin/python -m pytest -n 0 tests/test_x.py`.
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist worksteal
 
 # Optional: Debian's Chromium for the headless-browser test of report.html (tests/test_report_html.py
 # skips without it). Never fails the build when apt is missing or offline.

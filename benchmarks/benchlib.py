@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from brlm.io.files import write_text
-from brlm.io.machine import cpu_flags, cpu_model
+from brlm.io.machine import cpu_fields, cpu_flags, cpu_model
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -36,12 +36,7 @@ def machine_kind() -> str:
 def amd_generation(cpuinfo: str | None = None) -> str:
     """' Zen 5 (family 26 model 2)' on an AMD CPU, else ''. A VM often names every AMD CPU just
     'AMD EPYC', and Zen 4 and Zen 5 share the speed flags: the family and model tell them apart."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return ""
-    fields = dict(re.findall(r"^(vendor_id|cpu family|model)\s*:\s*(\S+)", cpuinfo, flags=re.M))
+    fields = cpu_fields(cpuinfo)
     if fields.get("vendor_id") != "AuthenticAMD" or not fields.get("cpu family", "").isdigit():
         return ""
     family, model = int(fields["cpu family"]), int(fields.get("model", "0") or 0)

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Run in parallel (pytest -n 2), each worker and the CLI subprocesses it starts take one thread:
+    # two PyTorch processes with two threads each on two cores slow each other down many times over.
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 SENTENCES = [
     "O ônibus da linha azul atrasou de novo por causa da obra na avenida principal.",
     "A prefeitura prometeu concluir a reforma da praça até o fim do mês de março.",

@@ -104,6 +104,28 @@ def test_cpu_kind_tells_apart_cpus_that_share_a_model_name():
     assert cpu_kind("model name\t: Apple M2\n") == "Apple M2"  # no family / model: the name alone
 
 
+def test_cpu_fields_reads_the_first_processor_and_proc_cpuinfo_once(monkeypatch):
+    from brlm.io import machine
+
+    two = ("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nflags\t\t: fpu avx2 avx512_bf16\n\n"
+           "processor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\nflags\t\t: fpu\n\n")
+    fields = machine.cpu_fields(two)
+    assert (fields["processor"], fields["cpu family"], fields["model"]) == ("0", "25", "17")
+    assert fields["flags"].split() == ["fpu", "avx2", "avx512_bf16"]
+    assert machine.cpu_fields("") == {}
+    # machine_key runs at every plan / layout lookup: /proc/cpuinfo is read once per process
+    reads = []
+    monkeypatch.setattr(machine.Path, "read_text", lambda self, *a, **k: reads.append(str(self)) or two)
+    machine._proc_cpuinfo.cache_clear()
+    try:
+        keys = {machine.machine_key(2, "x") for _ in range(3)}
+        assert machine.cpu_flags() == {"fpu", "avx2", "avx512_bf16"}
+    finally:
+        machine._proc_cpuinfo.cache_clear()
+    assert reads == ["/proc/cpuinfo"]
+    assert len(keys) == 1 and "(family 25 model 17)|" in next(iter(keys))
+
+
 def test_another_cpu_kind_under_the_same_name_measures_again(cache_dir, monkeypatch):
     """A cache folder shared by a cluster's nodes (an NFS home): a Zen 4's layout choices are not
     handed to a Zen 3 that the VM names the same 'AMD EPYC'."""

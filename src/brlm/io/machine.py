@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import functools
 import os
 import platform
 import subprocess
@@ -36,14 +37,31 @@ def git_sha() -> str | None:
         return None
 
 
-def cpu_model() -> str:
+@functools.cache
+def _proc_cpuinfo() -> str:
+    """/proc/cpuinfo, read once per process ('' where there is none, e.g. macOS)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return ""
+
+
+def cpu_fields(cpuinfo: str | None = None) -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (or of `cpuinfo`) as {field: value}: 'model name',
+    'vendor_id', 'cpu family', 'model', 'flags', ... Every processor of a machine reports the same."""
+    fields: dict[str, str] = {}
+    for line in (_proc_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    return fields
+
+
+def cpu_model() -> str:
+    return cpu_fields().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_kind(cpuinfo: str | None = None) -> str:
@@ -51,19 +69,7 @@ def cpu_kind(cpuinfo: str | None = None) -> str:
     1)'. A VM often names every AMD CPU just 'AMD EPYC' (Zen 3, 4 and 5 alike), and what is
     measured once per machine (decode layouts, loss and attention plans, peaks) differs between
     them; a home folder shared by the nodes of a cluster must not hand one kind's choices to another."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return cpu_model()
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        name, _, value = line.partition(":")
-        name = name.strip()
-        if name in ("model name", "cpu family", "model") and name not in fields:
-            fields[name] = value.strip()
-        if not line.strip() and fields:  # the first processor's block is enough
-            break
+    fields = cpu_fields(cpuinfo)
     model = fields.get("model name") or platform.processor() or platform.machine()
     if fields.get("cpu family", "").isdigit() and fields.get("model", "").isdigit():
         return f"{model} (family {fields['cpu family']} model {fields['model']})"
@@ -72,13 +78,7 @@ def cpu_kind(cpuinfo: str | None = None) -> str:
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set(cpu_fields().get("flags", "").split())
 
 
 def cpu_bf16_support(flags: set[str] | None = None) -> dict[str, bool]:
