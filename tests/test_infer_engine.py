@@ -134,6 +134,28 @@ def test_bf16_weights_decode_a_copy_and_leave_the_model_fp32():
     assert [len(ids) for ids, _ in outs] == [6, 6]
 
 
+@pytest.mark.parametrize("arch", ["gpt", "llama", "moe"])
+def test_bf16_weights_keep_keys_and_values_in_fp32_on_cpu(arch):
+    """PyTorch's bf16 attention kernel is several times slower than fp32 for a decode step's one
+    query on CPU (models/cache.py), so the engine stores the cache in fp32 and attends in fp32; the
+    step's logits are the bf16 model's own, to bf16 rounding."""
+    model = tiny_model(arch)
+    engine = Engine(model, max_batch=2, dtype="bf16")
+    assert engine.cache.k[0].dtype == torch.float32 and engine.describe()["cache_dtype"] == "fp32"
+    assert next(engine.model.parameters()).dtype == torch.bfloat16
+    prompt = PROMPTS[2]
+    engine.add(prompt, 4, make_sampler(0))  # prefill into row 0 (the batch-1 KVCache path)
+    with torch.inference_mode():
+        step = engine._forward()[0].float()  # the decode step (the per-row cache path)
+        full = engine.model(torch.tensor([prompt]))[0][0, -1].float()  # no cache, all in bf16
+    assert step.dtype == torch.float32 and torch.isfinite(step).all()
+    torch.testing.assert_close(step, full, atol=0.05, rtol=0.02)
+    engine.release(0)
+    # the ordinary path: whole generations, rows of different lengths
+    outs = engine.generate_batch(PROMPTS[:3], 5, make_sampler(0))
+    assert [len(ids) for ids, _ in outs] == [5, 5, 5]
+
+
 def test_one_engine_serves_many_generate_calls_like_fresh_ones():
     # eval.samples reuses one batch-1 engine for every (prompt, seed): same ids as a fresh engine each.
     model = tiny_model("gpt")

@@ -175,7 +175,11 @@ class Engine:
         self.compile = (compile if isinstance(compile, str) else "inductor") if compile and self.cached else None
         self.max_len = min(max_len or self.limit or 1024, self.limit or max_len or 1024)
         B = max_batch
-        self.cache = self.model.make_cache(B, self.max_len, self.device).rows() if self.cached else None
+        # Keys and values in fp32 under bf16 weights on CPU: PyTorch's bf16 attention kernel is several
+        # times slower there for a decode step's one query (models/cache.py); elsewhere the weights' dtype.
+        self.cache_dtype = torch.float32 if self.device.type == "cpu" else decode_dtype
+        self.cache = self.model.make_cache(B, self.max_len, self.device, dtype=self.cache_dtype).rows() \
+            if self.cached else None
         self.capacity = getattr(self.cache, "max_len", None)  # None: a carried state never fills up
         self.tokens = torch.zeros(B, 1, dtype=torch.long, device=self.device)  # each row's next input
         self.active = torch.zeros(B, dtype=torch.long, device=self.device)  # 1 for a live row
@@ -200,6 +204,7 @@ class Engine:
         """What decodes: weights dtype, whether the step is compiled (False again after a fallback),
         rows, context, and how many linear weights are kept transposed or packed for oneDNN (brlm.infer.layout)."""
         return {"dtype": self.dtype_name, "dtype_choice": self.dtype_record["reason"], "compiled": bool(self.compile),
+                "cache_dtype": "fp32" if self.cache_dtype == torch.float32 else "bf16",
                 "max_batch": self.max_batch, "context": self.max_len, "cache": self.cached,
                 "transposed_weights": len(self.layout_record["transposed"]),
                 "packed_weights": len(self.layout_record["packed"])}

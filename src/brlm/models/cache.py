@@ -16,6 +16,11 @@ decode step has one fixed shape whatever the rows' lengths (what torch.compile n
 gpt-fast). A new sequence is prefilled into row b through `rows.slot(b)` (a batch-1 KVCache over
 that row's storage) and `rows.commit(b, slot)`.
 
+The storage's dtype may differ from the weights': the engine keeps keys and values in fp32 under
+bf16 weights on CPU, where attention over the cache runs in the storage's dtype. A decode step's
+query against 128 cached positions (8 rows x 4 heads x 64, AMD EPYC Zen 4) took 264 us in
+PyTorch's bf16 kernel and 56 us in fp32; one row, 44 against 13 us.
+
 Storage is one tensor per layer (not one (L, ...) tensor): a compiled step then writes each
 layer's new keys in place, where a write into a view of a bigger graph input makes inductor copy
 the whole layer out and back on every step.
@@ -110,8 +115,9 @@ class RowKVCache:
         # k[b, :, pos[b, t]] = new[b, :, t]: index_put_ on the whole layer tensor, which inductor
         # performs in place (a scatter_ there became a copy of the layer out and back).
         rows, pos = self.row_idx, self._pos
-        self.k[layer][rows, :, pos] = k.transpose(1, 2)  # (B, T, nkv, hd): advanced dims first
-        self.v[layer][rows, :, pos] = v.transpose(1, 2)
+        dtype = self.k[layer].dtype  # may differ from the model's (the engine keeps fp32 under bf16 weights)
+        self.k[layer][rows, :, pos] = k.transpose(1, 2).to(dtype)  # (B, T, nkv, hd): advanced dims first
+        self.v[layer][rows, :, pos] = v.transpose(1, 2).to(dtype)
         if self.span is None:
             return self.k[layer], self.v[layer], self._mask, False
         return self.k[layer][:, :, : self.span], self.v[layer][:, :, : self.span], self._mask, False

@@ -48,7 +48,8 @@ class CausalSelfAttention(nn.Module):
             y = causal_attention(q, k, v, self.dropout if self.training else 0.0)  # fused kernel or plain ops, by plan
         else:
             k, v, mask, causal = cache.attend(layer, k, v)  # (B, nh, S, hs): every stored position
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+            # In the cache's dtype (models/cache.py: fp32 under bf16 weights on CPU), back to q's after.
+            y = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask, is_causal=causal).to(q.dtype)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -112,11 +113,13 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())  # tied weights counted once
         return n - self.wpe.weight.numel() if non_embedding else n
 
-    def make_cache(self, batch_size: int, max_len: int | None = None, device: str | torch.device = "cpu") -> KVCache:
-        """An empty KV cache for up to max_len positions (at most block_size: positions are learned)."""
+    def make_cache(self, batch_size: int, max_len: int | None = None, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None) -> KVCache:
+        """An empty KV cache for up to max_len positions (at most block_size: positions are learned);
+        keys and values in `dtype` (default: the weights')."""
         max_len = min(max_len or self.block_size, self.block_size)
         cfg = self.cfg
-        dtype = self.wte.weight.dtype
+        dtype = dtype or self.wte.weight.dtype
         return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.n_embd // cfg.n_head, max_len, device=device, dtype=dtype)
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | RowKVCache | None = None) -> torch.Tensor:

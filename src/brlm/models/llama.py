@@ -108,8 +108,9 @@ class Attention(nn.Module):
             y = causal_attention(q, k, v, dropout)  # (B, nh, T, hd): fused kernel or plain ops, by plan
         else:
             k, v, mask, causal = cache.attend(layer, k, v)  # (B, nkv, S, hd): every stored position
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and T > 1, dropout_p=dropout,
-                                               enable_gqa=self.n_kv_head != self.n_head)
+            # In the cache's dtype (models/cache.py: fp32 under bf16 weights on CPU), back to q's after.
+            y = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask, is_causal=causal and T > 1,
+                                               dropout_p=dropout, enable_gqa=self.n_kv_head != self.n_head).to(q.dtype)
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
 
@@ -175,8 +176,10 @@ class Llama(nn.Module):
         """Parameters one token passes through (all of them for a dense model)."""
         return self.num_params()
 
-    def make_cache(self, batch_size: int, max_len: int, device: str | torch.device = "cpu") -> KVCache:
-        dtype = self.tok_emb.weight.dtype
+    def make_cache(self, batch_size: int, max_len: int, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None) -> KVCache:
+        """An empty KV cache; keys and values in `dtype` (default: the weights')."""
+        dtype = dtype or self.tok_emb.weight.dtype
         return KVCache(self.cfg.n_layer, batch_size, self.cfg.kv_heads, self.cfg.head_dim, max_len, device, dtype)
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | RowKVCache | None = None) -> torch.Tensor:

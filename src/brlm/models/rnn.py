@@ -91,8 +91,10 @@ class RNNLM(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.emb.weight.numel() if non_embedding and not self.cfg.tie_embeddings else n
 
-    def make_cache(self, batch_size: int, max_len: int = 0, device: str | torch.device = "cpu") -> RNNState:
-        # An RNN's state does not grow with the context, so max_len / device are unused.
+    def make_cache(self, batch_size: int, max_len: int = 0, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None) -> RNNState:
+        # An RNN's state does not grow with the context, so max_len / device are unused; it takes
+        # the weights' dtype, so `dtype` (the keys' and values' dtype of attention models) is unused too.
         return RNNState(batch_size)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
