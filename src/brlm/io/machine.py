@@ -60,8 +60,8 @@ def cpu_fields(cpuinfo: str | None = None) -> dict[str, str]:
     return fields
 
 
-def cpu_model() -> str:
-    return cpu_fields().get("model name") or platform.processor() or platform.machine()
+def cpu_model(cpuinfo: str | None = None) -> str:
+    return cpu_fields(cpuinfo).get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_kind(cpuinfo: str | None = None) -> str:
@@ -69,8 +69,7 @@ def cpu_kind(cpuinfo: str | None = None) -> str:
     1)'. A VM often names every AMD CPU just 'AMD EPYC' (Zen 3, 4 and 5 alike), and what is
     measured once per machine (decode layouts, loss and attention plans, peaks) differs between
     them; a home folder shared by the nodes of a cluster must not hand one kind's choices to another."""
-    fields = cpu_fields(cpuinfo)
-    model = fields.get("model name") or platform.processor() or platform.machine()
+    fields, model = cpu_fields(cpuinfo), cpu_model(cpuinfo)
     if fields.get("cpu family", "").isdigit() and fields.get("model", "").isdigit():
         return f"{model} (family {fields['cpu family']} model {fields['model']})"
     return model
